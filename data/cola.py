@@ -1,0 +1,137 @@
+"""CoLA: loading (Hugging Face Hub or a local folder of GLUE TSV files), tokenization and dataloaders.
+
+Knows no model class and no training loop: it needs a tokenizer and hands out batches of `input_ids`,
+`attention_mask`, `token_type_ids`, `labels` and `idx` (the row's position, so a callback can find the raw sentence).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+
+HUB_DATASET = ("nyu-mll/glue", "cola")
+SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
+DATA_DIR_ENV = "COLA_DIR"
+
+
+class DataError(ValueError):
+    """Bad or missing data, with a message that names the file, the line and what to do."""
+
+
+def read_glue_tsv(path: str) -> dict[str, list]:
+    """Rows of a GLUE CoLA file (`source<TAB>label<TAB>annotation<TAB>sentence`, no quoting).
+
+    Accepts a UTF-8 byte-order mark, CRLF line ends and one header line. Raises DataError on anything else odd.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found; pass --data-dir (or set {DATA_DIR_ENV}) to a folder with "
+                        f"{' and '.join(SPLIT_FILES.values())} in GLUE CoLA format")
+    sentences, labels = [], []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+                if line_no == 1 and len(row) >= 2 and row[1].strip().lower() == "label":
+                    continue  # a header line
+                if not row or row == [""]:
+                    raise DataError(f"{path}:{line_no}: empty line; remove it")
+                if len(row) != 4:
+                    raise DataError(f"{path}:{line_no}: expected 4 tab-separated columns (source, label, annotation, "
+                                    f"sentence), found {len(row)}")
+                if row[1] not in ("0", "1"):
+                    raise DataError(f"{path}:{line_no}: label must be 0 or 1, found {row[1]!r}")
+                if not row[3].strip():
+                    raise DataError(f"{path}:{line_no}: empty sentence")
+                sentences.append(row[3])
+                labels.append(int(row[1]))
+    except UnicodeDecodeError as exc:
+        line_no = _line_of_offset(path, exc.start)
+        raise DataError(f"{path}:{line_no}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
+    if not sentences:
+        raise DataError(f"{path}: no rows; expected GLUE CoLA rows (source, label, annotation, sentence)")
+    return {"sentence": sentences, "label": labels, "idx": list(range(len(sentences)))}
+
+
+def _line_of_offset(path: str, offset: int) -> int:
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
+def resolve_data_dir(data_dir: str | None) -> str | None:
+    return data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+def load_cola(data_dir: str | None = None):
+    """A `datasets.DatasetDict` with `train` and `validation` splits (sentence, label, idx).
+
+    From `data_dir` when given, else from the Hub exactly as the seed does (`load_dataset("nyu-mll/glue", "cola")`).
+    """
+    import datasets
+
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise DataError(f"{data_dir}: data folder not found; pass --data-dir (or set {DATA_DIR_ENV}) to a folder "
+                            f"with {' and '.join(SPLIT_FILES.values())}")
+        return datasets.DatasetDict({
+            split: datasets.Dataset.from_dict(read_glue_tsv(os.path.join(data_dir, name)))
+            for split, name in SPLIT_FILES.items()
+        })
+    loaded = datasets.load_dataset(*HUB_DATASET)
+    return datasets.DatasetDict({split: loaded[split] for split in SPLIT_FILES})
+
+
+@dataclass
+class ColaDataModule:
+    """Tokenizes once per run and builds the dataloaders: training batches grouped by length (seeded), validation
+    batches sorted by length, each padded only to its longest sentence by `DataCollatorWithPadding`."""
+
+    tokenizer: object
+    data_dir: str | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_length: int = 128
+    seed: int = 42
+    num_workers: int = 0
+    splits: dict = field(default_factory=dict, init=False)
+
+    def setup(self) -> "ColaDataModule":
+        import datasets
+
+        datasets.disable_progress_bars()
+        raw = load_cola(self.data_dir)
+        self.sentences = {split: list(raw[split]["sentence"]) for split in raw}
+        self.labels = {split: list(raw[split]["label"]) for split in raw}
+
+        def tokenize(batch):
+            return self.tokenizer(batch["sentence"], truncation=True, max_length=self.max_length)
+
+        self.splits = {
+            split: raw[split].map(tokenize, batched=True, remove_columns=["sentence"]) for split in raw
+        }
+        return self
+
+    def _collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+    def _lengths(self, split: str) -> list[int]:
+        return [len(ids) for ids in self.splits[split]["input_ids"]]
+
+    def train_dataloader(self):
+        import torch
+        from torch.utils.data import DataLoader
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(
+            self.batch_size, lengths=self._lengths("train"), generator=torch.Generator().manual_seed(self.seed)
+        )
+        return DataLoader(self.splits["train"], batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=self._collator(), num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        lengths = self._lengths("validation")
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        return DataLoader(self.splits["validation"], batch_size=self.eval_batch_size, sampler=order,
+                          collate_fn=self._collator(), num_workers=self.num_workers)

@@ -1,0 +1,138 @@
+"""What the three scripts share: argument types, the one-line error exit, Hub reachability and run folders."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: what was wrong and where to look, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def existing_dir(text: str) -> str:
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
+    return text
+
+
+def logger_spec(text: str) -> str:
+    from tracking import parse_logger_names
+
+    try:
+        return ",".join(parse_logger_names(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def require_hub(repo_id: str, repo_type: str, instead: str) -> None:
+    """Fail within seconds, naming `instead`, when `repo_id` is needed from a Hub that cannot be reached.
+
+    With HF_HUB_OFFLINE=1 the Hugging Face libraries read their local cache and fail fast on their own."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().repo_info(repo_id, repo_type=repo_type, timeout=5)
+    except RepositoryNotFoundError:
+        raise UsageError(f"{repo_type} {repo_id!r} is neither a local folder nor a repository on the Hugging Face "
+                         f"Hub; {instead}") from None
+    except Exception as exc:  # connection refused, DNS failure, time-out, proxy error
+        raise UsageError(f"cannot reach the Hugging Face Hub to get {repo_type} {repo_id!r} "
+                         f"({type(exc).__name__}); {instead}, or set HF_HUB_OFFLINE=1 to use a cached copy") from None
+
+
+def check_model_source(name: str) -> None:
+    """`minilm`, a local folder with a config.json, or a Hub id the Hub can serve; anything else is refused before
+    any weights are read."""
+    from models import MINILM
+
+    if name == MINILM:
+        return
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise UsageError(f"{name}: not a Hugging Face model folder (no config.json); pass a folder written by "
+                             "save_pretrained, such as <run>/checkpoints/best")
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "", 1):
+        raise UsageError(f"model folder {name!r} does not exist; pass an existing folder, a Hub id or '{MINILM}'")
+    require_hub(name, "model", f"pass a local model folder or --model {MINILM} (weights shipped with the install)")
+
+
+def load_model(name: str, **kwargs):
+    """`ColaModel` from `name`, with a loading failure (a corrupt or partial folder) as a one-line UsageError."""
+    from models import ColaModel
+
+    check_model_source(name)
+    try:
+        return ColaModel(model_name=name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model {name!r}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def new_run_dir(output_dir: str, run_name: str | None, prefix: str = "") -> str:
+    """`<output_dir>/<run_name>`; a timestamped name by default. Refuses to write into an existing run."""
+    name = run_name or prefix + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(output_dir, name)
+    if run_name is None:
+        suffix = 1
+        while os.path.exists(path):
+            suffix += 1
+            path = os.path.join(output_dir, f"{name}-{suffix}")
+    elif os.path.exists(path) and os.listdir(path):
+        raise UsageError(f"run folder {path} already exists and is not empty; choose another --run-name")
+    return path
+
+
+def shared_run_dir(accelerator, output_dir: str, run_name: str | None, prefix: str = "") -> str:
+    """The main process names the run folder; every other process receives the same name."""
+    from accelerate.utils import broadcast_object_list
+
+    chosen = [new_run_dir(output_dir, run_name, prefix) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(chosen)
+    return chosen[0]
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a script's `main`, turning the errors a user can fix into one line on stderr and exit code 2."""
+    from data import DataError
+
+    try:
+        return main(argv)
+    except (UsageError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,65 @@
+"""Validate a saved model on CoLA's dev set with the training run's metrics and loggers.
+
+    python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --data-dir ../shared/data/cola
+
+The last line on stdout is a JSON object of the metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts import _cli  # noqa: E402
+
+
+def build_parser() -> _cli.Parser:
+    p = _cli.Parser(prog="evaluate.py", description="Validate a sequence-classification checkpoint (any folder that "
+                    "AutoModelForSequenceClassification.from_pretrained loads) on CoLA's dev set.")
+    p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
+                   help="model folder, e.g. runs/<run>/checkpoints/best")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with CoLA's train.tsv and dev.tsv; default: $COLA_DIR, else the Hub")
+    p.add_argument("--logger", type=_cli.logger_spec, default="csv",
+                   help="tracking backends, comma-separated: csv, none (default: %(default)s)")
+    p.add_argument("--batch-size", type=_cli.positive_int, default=64, help="(default: %(default)s)")
+    p.add_argument("--limit-val-batches", type=_cli.positive_int, default=None,
+                   help="use only the first N validation batches")
+    p.add_argument("--precision", choices=["32", "bf16", "16"], default="32", help="(default: %(default)s)")
+    p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
+    p.add_argument("--run-name", default=None, help="run folder name (default: evaluate-<timestamp>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from data import HUB_DATASET, ColaDataModule, resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        _cli.require_hub(HUB_DATASET[0], "dataset", "pass --data-dir DIR with CoLA's dev.tsv (or set COLA_DIR)")
+
+    from models import SamplesVisualisationLogger
+    from tracking import build_logger
+    from trainer import Trainer
+
+    model = _cli.load_model(args.checkpoint)
+    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, eval_batch_size=args.batch_size).setup()
+    trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False,
+                      callbacks=[SamplesVisualisationLogger(datamodule.sentences["validation"])])
+    run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-")
+    trainer.default_root_dir = run_dir
+    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process)
+    trainer.logger.log_hyperparams({**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola"})
+    metrics = trainer.validate(model, datamodule.val_dataloader())
+    if trainer.is_main_process:
+        if args.logger != "none":
+            print(f"run folder: {os.path.abspath(run_dir)}")
+        print(json.dumps({k: v for k, v in sorted(metrics.items())}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run_main(main))

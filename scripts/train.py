@@ -1,0 +1,123 @@
+"""Fine-tune a sequence classifier on CoLA and monitor the run.
+
+    python scripts/train.py                                   # all-MiniLM-L6-v2, CoLA from the Hub or $COLA_DIR
+    python scripts/train.py --data-dir ../shared/data/cola    # CoLA from local GLUE TSV files
+    accelerate launch scripts/train.py ...                    # several processes / GPUs
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts import _cli  # noqa: E402
+
+DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.1,
+                weight_decay=0.01)
+
+
+def build_parser() -> _cli.Parser:
+    p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA with a hand-written Accelerate "
+                    "loop; metrics, confusion matrices and misclassified sentences go to the chosen loggers.")
+    p.add_argument("--model", default=DEFAULTS["model"],
+                   help="'minilm' (all-MiniLM-L6-v2 shipped with the install, works offline), a local Hugging Face "
+                        "model folder, or a Hub id such as google/bert_uncased_L-2_H-128_A-2 (default: %(default)s)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
+                        "Hub's nyu-mll/glue (cola)")
+    p.add_argument("--logger", type=_cli.logger_spec, default="csv",
+                   help="tracking backends, comma-separated: csv, none (default: %(default)s)")
+    p.add_argument("--max-epochs", type=_cli.positive_int, default=DEFAULTS["max_epochs"], help="(default: %(default)s)")
+    p.add_argument("--max-steps", type=_cli.positive_int, default=None,
+                   help="stop after this many optimizer steps (default: no limit)")
+    p.add_argument("--limit-train-batches", type=_cli.positive_int, default=None,
+                   help="use only the first N training batches of each epoch")
+    p.add_argument("--limit-val-batches", type=_cli.positive_int, default=None,
+                   help="use only the first N validation batches")
+    p.add_argument("--batch-size", type=_cli.positive_int, default=DEFAULTS["batch_size"],
+                   help="training batch size per process (default: %(default)s)")
+    p.add_argument("--lr", type=_cli.positive_float, default=DEFAULTS["lr"],
+                   help="peak learning rate of the encoder (default: %(default)s)")
+    p.add_argument("--head-lr", type=_cli.positive_float, default=DEFAULTS["head_lr"],
+                   help="peak learning rate of the pooler and classifier, which start untrained (default: %(default)s)")
+    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS["warmup_ratio"],
+                   help="fraction of steps with linear warm-up, then linear decay to 0 (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")
+    p.add_argument("--accumulate-grad-batches", type=_cli.positive_int, default=1, help="(default: %(default)s)")
+    p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
+                   help="32, or mixed precision bf16/16 through Accelerate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
+    p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
+    p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
+    p.add_argument("--log-every-n-steps", type=_cli.positive_int, default=10, help="(default: %(default)s)")
+    p.add_argument("--monitor", default="valid/loss",
+                   help="metric that picks the best checkpoint and drives early stopping (default: %(default)s)")
+    p.add_argument("--monitor-mode", choices=["min", "max"], default="min", help="(default: %(default)s)")
+    p.add_argument("--patience", type=_cli.positive_int, default=3,
+                   help="early stopping: validations without improvement before stopping (default: %(default)s)")
+    p.add_argument("--max-examples", type=_cli.positive_int, default=None,
+                   help="cap on rows of the misclassified-examples table (default: all)")
+    p.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from data import HUB_DATASET, ColaDataModule, resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        _cli.require_hub(HUB_DATASET[0], "dataset", "pass --data-dir DIR with CoLA's train.tsv and dev.tsv "
+                         "(or set COLA_DIR)")
+
+    from models import SamplesVisualisationLogger
+    from tracking import build_logger
+    from trainer import EarlyStopping, ModelCheckpoint, Trainer, seed_everything
+
+    seed_everything(args.seed, deterministic=True)
+    model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
+                            warmup_ratio=args.warmup_ratio)
+    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed).setup()
+
+    checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode)
+    trainer = Trainer(
+        max_epochs=args.max_epochs, max_steps=args.max_steps or -1,
+        limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
+        log_every_n_steps=args.log_every_n_steps, accumulate_grad_batches=args.accumulate_grad_batches,
+        gradient_clip_val=1.0, precision=args.precision,
+        callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
+                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples)],
+        enable_progress_bar=not args.no_progress_bar,
+    )
+    run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name)
+    trainer.default_root_dir = run_dir
+    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process)
+    trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
+
+    trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader())
+
+    if trainer.is_main_process:
+        print(f"run folder: {os.path.abspath(run_dir)}")
+        if checkpoint.best_model_path:
+            print(f"best checkpoint: {os.path.abspath(checkpoint.best_model_path)} "
+                  f"({args.monitor}={checkpoint.best_score:.4f} at step {checkpoint.best_step})")
+        best = {k: round(v, 4) for k, v in checkpoint.best_metrics.items() if k.startswith("valid/")}
+        print(json.dumps({"best": best, "step": checkpoint.best_step}))
+    return 0
+
+
+def hyperparameters(args, data_dir, trainer) -> dict:
+    import accelerate
+    import torch
+    import transformers
+
+    return {**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
+            "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "accelerate": accelerate.__version__}}
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run_main(main))

@@ -1,0 +1,7 @@
+"""Experiment tracking: the `ExperimentLogger` interface and its backends (csv, none, fan-out)."""
+from tracking.base import ExperimentLogger, NoOpLogger
+from tracking.csv_logger import CSVLogger
+from tracking.factory import BACKENDS, build_logger, parse_logger_names
+from tracking.multi import MultiLogger
+
+__all__ = ["ExperimentLogger", "NoOpLogger", "CSVLogger", "MultiLogger", "BACKENDS", "build_logger", "parse_logger_names"]

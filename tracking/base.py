@@ -1,0 +1,119 @@
+"""The logger interface every tracking backend implements, and the no-op backend.
+
+`tracking` knows nothing of training, models or data: it receives numbers, tables (pandas DataFrames), images,
+confusion matrices and files, each at an explicit global step, and writes them somewhere. Rank logic lives in
+`tracking.factory`; a backend never asks which process it runs on.
+"""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+
+def safe_name(key: str) -> str:
+    """A metric key as a file-name stem: `valid/Confusion Matrix` -> `valid-Confusion_Matrix`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key.replace("/", "-")).strip("_") or "unnamed"
+
+
+class ExperimentLogger(ABC):
+    """What the trainer and callbacks may ask of a tracking backend.
+
+    `step` is the trainer's global step (optimizer steps so far). Steps passed to one logger never decrease.
+    `experiment` is the backend's raw object (a `wandb.Run`, a writer, ...) for what this interface does not cover.
+    """
+
+    name: str = "base"
+
+    @property
+    def experiment(self) -> Any:
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        """Folder where this backend writes files, if it writes any."""
+        return None
+
+    @abstractmethod
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    @abstractmethod
+    def log_table(self, key: str, dataframe, step: int) -> None:
+        """`dataframe` is a pandas DataFrame."""
+
+    @abstractmethod
+    def log_image(self, key: str, image, step: int) -> None:
+        """`image` is a matplotlib Figure, a PIL image or an HxW(xC) uint8 numpy array."""
+
+    @abstractmethod
+    def log_confusion_matrix(
+        self,
+        key: str,
+        y_true: Sequence[int],
+        y_pred: Sequence[int],
+        class_names: Sequence[str],
+        step: int,
+        probs=None,
+    ) -> None:
+        """Labels and predictions as class indices; `probs` (N x classes) for backends that plot from scores."""
+
+    @abstractmethod
+    def log_artifact(self, path: str, name: str, type: str = "model", aliases: Sequence[str] = ()) -> None:
+        """A file or folder to keep with the run (a checkpoint, a report)."""
+
+    @abstractmethod
+    def finalize(self, status: str = "success") -> None:
+        """Flush and close. `status` is "success", "failed" or "interrupted". Safe to call twice."""
+
+
+class _DummyExperiment:
+    """Every attribute is a callable that does nothing and returns this object again."""
+
+    def __getattr__(self, _name: str) -> "_DummyExperiment":
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_DummyExperiment":
+        return self
+
+    def __getitem__(self, _key: Any) -> "_DummyExperiment":
+        return self
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class NoOpLogger(ExperimentLogger):
+    """Accepts everything and writes nothing: `--logger none`, and every process but the main one."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self._experiment = _DummyExperiment()
+
+    @property
+    def experiment(self) -> _DummyExperiment:
+        return self._experiment
+
+    def log_hyperparams(self, params):
+        pass
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_table(self, key, dataframe, step):
+        pass
+
+    def log_image(self, key, image, step):
+        pass
+
+    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
+        pass
+
+    def log_artifact(self, path, name, type="model", aliases=()):
+        pass
+
+    def finalize(self, status="success"):
+        pass

@@ -1,0 +1,154 @@
+"""The local backend: one run folder of plain files that pandas, a spreadsheet or an image viewer opens.
+
+    <run_dir>/hparams.yaml
+    <run_dir>/metrics.csv                 epoch, step, one column per metric (Lightning's CSVLogger layout)
+    <run_dir>/tables/<key>-step<N>.csv
+    <run_dir>/plots/<key>-step<N>.png
+    <run_dir>/artifacts.csv               files kept with the run (checkpoints live in checkpoints/)
+
+Every row is flushed when it is logged, so a killed run keeps what it logged. A metric that first appears mid-run
+rewrites metrics.csv once with the wider header (to a temporary file, then renamed over the old one).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from typing import Any, Mapping
+
+import yaml
+
+from tracking.base import ExperimentLogger, safe_name
+from tracking.plots import confusion_matrix_figure, confusion_matrix_frame, image_to_pil
+
+FIXED_COLUMNS = ("epoch", "step")
+
+
+def _plain(value: Any) -> Any:
+    """Hyperparameter values as YAML-safe builtins."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # also str subclasses such as torch's TorchVersion, which YAML cannot represent
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _replace_atomically(path: str, write) -> None:
+    tmp = f"{path}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class CSVLogger(ExperimentLogger):
+    name = "csv"
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        self.metrics_path = os.path.join(run_dir, "metrics.csv")
+        self._hparams: dict[str, Any] = {}
+        self._rows: list[dict[str, Any]] = []
+        self._columns: list[str] = list(FIXED_COLUMNS)
+        self._file = None
+        self._writer = None
+
+    @property
+    def experiment(self) -> "CSVLogger":
+        return self
+
+    @property
+    def log_dir(self) -> str:
+        return self.run_dir
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        self._hparams.update(_plain(dict(params)))
+        path = os.path.join(self.run_dir, "hparams.yaml")
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                yaml.safe_dump(self._hparams, f, sort_keys=False)
+
+        _replace_atomically(path, write)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        row = {k: float(v) for k, v in metrics.items() if k not in FIXED_COLUMNS}
+        row["step"] = int(step)
+        if "epoch" in metrics:
+            row["epoch"] = int(metrics["epoch"])
+        self._rows.append(row)
+        new = sorted(k for k in row if k not in self._columns)
+        if new or self._file is None:
+            self._columns.extend(new)
+            self._rewrite()
+        else:
+            self._writer.writerow(row)
+            self._file.flush()
+
+    def _rewrite(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+        def write(tmp):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer.writeheader()
+                writer.writerows(self._rows)
+
+        _replace_atomically(self.metrics_path, write)
+        self._file = open(self.metrics_path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=self._columns)
+
+    def _path(self, folder: str, key: str, step: int, suffix: str) -> str:
+        os.makedirs(os.path.join(self.run_dir, folder), exist_ok=True)
+        return os.path.join(self.run_dir, folder, f"{safe_name(key)}-step{int(step)}{suffix}")
+
+    def log_table(self, key: str, dataframe, step: int) -> None:
+        path = self._path("tables", key, step, ".csv")
+        _replace_atomically(path, lambda tmp: dataframe.to_csv(tmp, index=False))
+
+    def log_image(self, key: str, image, step: int) -> None:
+        path = self._path("plots", key, step, ".png")
+        if hasattr(image, "savefig"):
+            _replace_atomically(path, lambda tmp: image.savefig(tmp, format="png"))
+        else:
+            _replace_atomically(path, lambda tmp: image_to_pil(image).save(tmp, format="png"))
+
+    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None) -> None:
+        frame = confusion_matrix_frame(y_true, y_pred, class_names)
+        path = self._path("tables", key, step, ".csv")
+        _replace_atomically(path, lambda tmp: frame.to_csv(tmp))
+        self.log_image(key, confusion_matrix_figure(frame), step)
+
+    def log_artifact(self, path: str, name: str, type: str = "model", aliases=()) -> None:
+        source = os.path.abspath(path)
+        if os.path.commonpath([source, os.path.abspath(self.run_dir)]) != os.path.abspath(self.run_dir):
+            target = os.path.join(self.run_dir, "artifacts", safe_name(name))
+            if os.path.isdir(source):
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                os.makedirs(target, exist_ok=True)
+                shutil.copy2(source, target)
+            source = target
+        index = os.path.join(self.run_dir, "artifacts.csv")
+        is_new = not os.path.exists(index)
+        with open(index, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            if is_new:
+                writer.writerow(["name", "type", "aliases", "path"])
+            writer.writerow([name, type, ",".join(aliases), os.path.relpath(source, self.run_dir)])
+
+    def finalize(self, status: str = "success") -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._writer = None

@@ -1,0 +1,42 @@
+"""Builds the logger a run asked for. The one place that knows about processes: only the main process gets real
+backends; every other process gets a `NoOpLogger`, so backends hold no rank logic."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from tracking.base import ExperimentLogger, NoOpLogger
+from tracking.csv_logger import CSVLogger
+from tracking.multi import MultiLogger
+
+
+def _csv(run_dir: str, **_options) -> ExperimentLogger:
+    return CSVLogger(run_dir)
+
+
+def _none(run_dir: str, **_options) -> ExperimentLogger:
+    return NoOpLogger()
+
+
+BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none}
+
+
+def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
+    """`"csv,wandb"` -> `["csv", "wandb"]`; raises ValueError naming an unknown backend and the known ones."""
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown logger {','.join(unknown) or repr(spec)}: choose from {', '.join(sorted(BACKENDS))} "
+            "(a comma-separated list for several)"
+        )
+    return list(dict.fromkeys(names))
+
+
+def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, **options) -> ExperimentLogger:
+    names = parse_logger_names(spec)
+    if not is_main_process:
+        return NoOpLogger()
+    loggers = [BACKENDS[name](run_dir, **options) for name in names if name != "none"]
+    if not loggers:
+        return NoOpLogger()
+    return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)

@@ -1,0 +1,46 @@
+"""Figures several backends share: the confusion matrix as a seaborn heatmap (the seed's method 3)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def confusion_matrix_frame(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> pd.DataFrame:
+    """Counts with actual classes as rows and predicted classes as columns, every class present."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(len(class_names))))
+    frame = pd.DataFrame(counts, index=list(class_names), columns=list(class_names))
+    frame.index.name = "Actual"
+    frame.columns.name = "Predicted"
+    return frame
+
+
+def confusion_matrix_figure(frame: pd.DataFrame):
+    """A heatmap of `confusion_matrix_frame` output; a bare Figure, so no pyplot state or GUI backend is touched."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
+    sns.heatmap(frame, cmap="Blues", annot=True, annot_kws={"size": 16}, fmt="d", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def image_to_pil(image):
+    """A matplotlib Figure, PIL image or uint8 array as a PIL image."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    if hasattr(image, "savefig"):
+        import io
+
+        buffer = io.BytesIO()
+        image.savefig(buffer, format="png")
+        buffer.seek(0)
+        return Image.open(buffer).convert("RGBA")
+    return Image.fromarray(np.asarray(image))

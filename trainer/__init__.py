@@ -1,0 +1,15 @@
+"""A generic training loop on Accelerate with Lightning's hooks; it knows no dataset and no model family."""
+from trainer.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from trainer.module import TrainerModule
+from trainer.trainer import Trainer
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (every device); with `deterministic`, also ask torch for deterministic
+    algorithms. Call it before building the model so its freshly initialised weights are reproducible."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed, deterministic=deterministic)
+
+
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "Trainer", "seed_everything"]

@@ -1,0 +1,111 @@
+"""Callbacks with Lightning's hook signatures: `hook(trainer, module, ...)`.
+
+A callback observes and requests; it never drives the loop. To stop training it sets `trainer.should_stop`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+
+class Callback:
+    """Every hook the trainer calls on callbacks; override the ones you need."""
+
+    def on_fit_start(self, trainer, module): ...
+    def on_fit_end(self, trainer, module): ...
+    def on_train_start(self, trainer, module): ...
+    def on_train_end(self, trainer, module): ...
+    def on_train_epoch_start(self, trainer, module): ...
+    def on_train_epoch_end(self, trainer, module): ...
+    def on_train_batch_start(self, trainer, module, batch, batch_idx): ...
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx): ...
+    def on_before_optimizer_step(self, trainer, module, optimizer): ...
+    def on_validation_start(self, trainer, module): ...
+    def on_validation_epoch_start(self, trainer, module): ...
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx): ...
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx): ...
+    def on_validation_epoch_end(self, trainer, module): ...
+    def on_validation_end(self, trainer, module): ...
+    def on_test_start(self, trainer, module): ...
+    def on_test_epoch_start(self, trainer, module): ...
+    def on_test_batch_start(self, trainer, module, batch, batch_idx): ...
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx): ...
+    def on_test_epoch_end(self, trainer, module): ...
+    def on_test_end(self, trainer, module): ...
+    def on_exception(self, trainer, module, exception): ...
+
+
+class _Monitor(Callback):
+    """Shared by checkpointing and early stopping: read `monitor` after validation and say whether it improved."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
+        self.best_score = math.inf if mode == "min" else -math.inf
+
+    def _current(self, trainer) -> float:
+        if self.monitor not in trainer.callback_metrics:
+            known = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise KeyError(f"{type(self).__name__} monitors {self.monitor!r}, which was not logged (logged: {known})")
+        return trainer.callback_metrics[self.monitor]
+
+    def _improves(self, score: float) -> bool:
+        if math.isnan(score):
+            return False
+        if self.mode == "min":
+            return score < self.best_score - self.min_delta
+        return score > self.best_score + self.min_delta
+
+
+class ModelCheckpoint(_Monitor):
+    """After each validation, save the module as `<dirpath>/best` when `monitor` improved.
+
+    `dirpath` defaults to `<trainer.default_root_dir>/checkpoints`. The module's `save_pretrained` decides the
+    format (a Hugging Face folder for `ColaModel`). `best_metrics` holds every metric of the best validation.
+    """
+
+    def __init__(self, dirpath: str | None = None, monitor: str = "valid/loss", mode: str = "min", filename: str = "best"):
+        super().__init__(monitor, mode)
+        self.dirpath, self.filename = dirpath, filename
+        self.best_model_path: str | None = None
+        self.best_step: int | None = None
+        self.best_metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer, module):
+        score = self._current(trainer)
+        if not self._improves(score):
+            return
+        self.best_score, self.best_step = score, trainer.global_step
+        self.best_metrics = dict(trainer.callback_metrics)
+        dirpath = self.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
+        self.best_model_path = os.path.join(dirpath, self.filename)
+        trainer.save_checkpoint(self.best_model_path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_step": self.best_step, "best_model_path": self.best_model_path,
+                "best_metrics": self.best_metrics}
+
+
+class EarlyStopping(_Monitor):
+    """Request a stop when `monitor` has not improved for `patience` validations in a row."""
+
+    def __init__(self, monitor: str = "valid/loss", patience: int = 3, mode: str = "min", min_delta: float = 0.0):
+        super().__init__(monitor, mode, min_delta)
+        self.patience = patience
+        self.wait_count = 0
+        self.stopped_step: int | None = None
+
+    def on_validation_end(self, trainer, module):
+        score = self._current(trainer)
+        if self._improves(score):
+            self.best_score, self.wait_count = score, 0
+            return
+        self.wait_count += 1
+        if self.wait_count >= self.patience:
+            trainer.should_stop = True
+            self.stopped_step = trainer.global_step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "wait_count": self.wait_count, "stopped_step": self.stopped_step}

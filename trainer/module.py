@@ -1,0 +1,97 @@
+"""`TrainerModule`: the model-side half of the trainer contract, with PyTorch Lightning's method names.
+
+A subclass defines `training_step`, `validation_step`, `configure_optimizers` and any of the hooks below, and calls
+`self.log(...)` from them. The trainer calls them; `trainer/trainer.py` has the order.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from trainer.trainer import Trainer
+
+
+class TrainerModule(nn.Module):
+    """An `nn.Module` the `Trainer` drives. Hooks default to doing nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._trainer: "Trainer | None" = None
+
+    # The trainer is kept outside nn.Module's registry so it is never saved, moved or counted as a parameter.
+    @property
+    def trainer(self) -> "Trainer":
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer yet")
+        return self._trainer
+
+    @property
+    def logger(self):
+        """The run's `ExperimentLogger` (a no-op one on processes other than the main one)."""
+        return self.trainer.logger
+
+    @property
+    def global_step(self) -> int:
+        return self.trainer.global_step
+
+    @property
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Record a scalar or a torchmetrics `Metric` with Lightning's defaults: on_step in `training_step`,
+        on_epoch everywhere else; with both, the logger receives `<name>_step` and `<name>_epoch`. Epoch values are
+        means weighted by batch size (inferred from the batch unless given); a `Metric` is computed over the epoch."""
+        self.trainer._results.log(self.trainer._current_hook, name, value, prog_bar, on_step, on_epoch, batch_size)
+
+    def log_dict(self, metrics: dict, **kwargs: Any) -> None:
+        for name, value in metrics.items():
+            self.log(name, value, **kwargs)
+
+    def all_gather_for_metrics(self, data: Any) -> Any:
+        """Tensors (or nested dicts/tuples of them) from every process, without the duplicates that distributed
+        samplers add to fill the last batch. A no-op with one process."""
+        return self.trainer.accelerator.gather_for_metrics(data)
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | dict:
+        raise NotImplementedError(f"{type(self).__name__} must define training_step(batch, batch_idx)")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return None
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        return None
+
+    def training_epoch_end(self, outputs: list) -> None:
+        pass
+
+    def validation_epoch_end(self, outputs: list) -> None:
+        pass
+
+    def test_epoch_end(self, outputs: list) -> None:
+        pass
+
+    def configure_optimizers(self):
+        """An optimizer, or `{"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"|"epoch"}}`."""
+        raise NotImplementedError(f"{type(self).__name__} must define configure_optimizers()")
+
+    def save_pretrained(self, path: str) -> None:
+        """Write the model to a folder; the default is a safetensors file of the state dict."""
+        import os
+
+        from safetensors.torch import save_model
+
+        os.makedirs(path, exist_ok=True)
+        save_model(self, os.path.join(path, "model.safetensors"))

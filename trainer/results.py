@@ -1,0 +1,89 @@
+"""What `self.log` collected: step values of the current batch and running epoch sums, kept on the device.
+
+Nothing here calls `.item()` while a batch is processed; values become Python floats only when the trainer writes
+a row (every `log_every_n_steps` and at epoch end).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Lightning's defaults: (on_step, on_epoch) by the hook that calls self.log.
+_STEP_HOOKS = {"training_step", "on_train_batch_start", "on_train_batch_end", "on_before_optimizer_step"}
+
+
+def infer_batch_size(batch: Any) -> int:
+    """The first dimension of the first tensor found in the batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    if isinstance(batch, dict) or hasattr(batch, "values"):
+        for value in batch.values():
+            size = infer_batch_size(value)
+            if size:
+                return size
+    if isinstance(batch, (list, tuple)):
+        for value in batch:
+            size = infer_batch_size(value)
+            if size:
+                return size
+    return 0
+
+
+@dataclass
+class _EpochValue:
+    total: Any = 0.0  # sum of value * batch_size (a tensor on the device) or a torchmetrics Metric
+    count: Any = 0
+
+
+@dataclass
+class Results:
+    step: dict[str, Any] = field(default_factory=dict)
+    epoch: dict[str, _EpochValue] = field(default_factory=dict)
+    prog_bar: set[str] = field(default_factory=set)
+    batch: Any = None  # the current batch, for batch-size inference
+
+    def log(self, hook, name, value, prog_bar, on_step, on_epoch, batch_size):
+        if hook is None:
+            raise RuntimeError("self.log() is only available inside a hook the Trainer calls")
+        step_default = hook in _STEP_HOOKS
+        on_step = step_default if on_step is None else on_step
+        on_epoch = (not step_default) if on_epoch is None else on_epoch
+        step_name, epoch_name = (f"{name}_step", f"{name}_epoch") if on_step and on_epoch else (name, name)
+        is_metric = hasattr(value, "compute") and hasattr(value, "update")
+        if on_step:
+            step_value = value._forward_cache if is_metric else value
+            self.step[step_name] = step_value.detach() if isinstance(step_value, torch.Tensor) else step_value
+            if prog_bar:
+                self.prog_bar.add(step_name)
+        if on_epoch:
+            if is_metric:
+                self.epoch[epoch_name] = _EpochValue(total=value)
+            else:
+                size = batch_size if batch_size is not None else (infer_batch_size(self.batch) or 1)
+                entry = self.epoch.setdefault(epoch_name, _EpochValue())
+                value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                entry.total = entry.total + value.float() * size
+                entry.count += size
+            if prog_bar:
+                self.prog_bar.add(epoch_name)
+
+    def pop_step(self) -> dict[str, float]:
+        values = {k: float(v) for k, v in self.step.items()}
+        self.step.clear()
+        return values
+
+    def pop_epoch(self, reduce_sum) -> dict[str, float]:
+        """Epoch values, summed across processes by `reduce_sum` first; Metrics are computed, then reset."""
+        values = {}
+        for name, entry in self.epoch.items():
+            if hasattr(entry.total, "compute"):
+                values[name] = float(entry.total.compute())
+                entry.total.reset()
+            else:
+                total = reduce_sum(torch.as_tensor(entry.total, dtype=torch.float64).reshape(1))
+                count = reduce_sum(torch.tensor([float(entry.count)], dtype=torch.float64, device=total.device))
+                values[name] = float(total / count)
+        self.epoch.clear()
+        return values

@@ -1,0 +1,362 @@
+"""The training loop: a hand-written `fit -> train epoch -> validation epoch` on Hugging Face Accelerate.
+
+Every hook name is PyTorch Lightning's. `module` is a `TrainerModule`; `cb` is each callback in order; `call(h)`
+runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that defines `h`.
+
+    fit(module, train_dataloader, val_dataloader):
+        call(on_fit_start); call(on_train_start)
+        for epoch in range(max_epochs):
+            module.train()                                  # every epoch: from_pretrained() returns eval mode
+            call(on_train_epoch_start)
+            for batch_idx, batch in train batches:
+                call(on_train_batch_start, batch, batch_idx)
+                with accelerator.accumulate(module):
+                    loss = module.training_step(batch, batch_idx)        # self.log: on_step by default
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:                       # the last micro-batch of a step
+                        clip gradients; call(on_before_optimizer_step, optimizer)
+                        optimizer.step(); scheduler.step(); optimizer.zero_grad(); global_step += 1
+                        every log_every_n_steps: write step metrics at global_step
+                call(on_train_batch_end, outputs, batch, batch_idx)
+                if global_step reached max_steps or should_stop: leave the epoch
+            module.training_epoch_end(outputs)
+            call(on_train_epoch_end); write train epoch metrics
+            validation loop (module.eval(), torch.no_grad()):
+                call(on_validation_start); call(on_validation_epoch_start)
+                for batch_idx, batch: call(on_validation_batch_start, ...); out = module.validation_step(...)
+                                      call(on_validation_batch_end, out, batch, batch_idx)
+                module.validation_epoch_end(outputs)                      # self.log: on_epoch by default
+                call(on_validation_epoch_end); write validation epoch metrics -> trainer.callback_metrics
+                call(on_validation_end)                                   # checkpointing, early stopping
+            if should_stop (a callback asked) or max_steps reached: break
+        call(on_train_end); call(on_fit_end); logger.finalize()
+
+`validate()` and `test()` run the same evaluation loop alone (test uses `test_step`/`test_epoch_end`/`on_test_*`).
+Only the main process writes: the logger given to a non-main process is a no-op one (see `tracking.factory`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from trainer.callbacks import Callback
+from trainer.module import TrainerModule
+from trainer.results import Results
+
+_PRECISION = {"32": "no", "32-true": "no", "bf16": "bf16", "bf16-mixed": "bf16", "16": "fp16", "16-mixed": "fp16"}
+
+
+class _LimitedBatchSampler:
+    """The first `limit` batches of another batch sampler (for `limit_train_batches`). Limiting the sampler,
+    rather than breaking out of the loop, lets Accelerate see the end of the data and finish an accumulation."""
+
+    def __init__(self, batch_sampler, limit: int) -> None:
+        self.batch_sampler, self.limit = batch_sampler, limit
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.limit:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return min(len(self.batch_sampler), self.limit)
+
+
+def _limit(dataloader: DataLoader, limit: int | None) -> DataLoader:
+    if limit is None or limit >= len(dataloader):
+        return dataloader
+    return DataLoader(
+        dataloader.dataset,
+        batch_sampler=_LimitedBatchSampler(dataloader.batch_sampler, limit),
+        collate_fn=dataloader.collate_fn,
+        num_workers=dataloader.num_workers,
+        pin_memory=dataloader.pin_memory,
+    )
+
+
+class _StepDispatch(torch.nn.Module):
+    """Makes `training_step` and friends the wrapper's `forward`, as Lightning does: a step called on a bare
+    module would bypass DistributedDataParallel's gradient synchronisation and Accelerate's autocast."""
+
+    def __init__(self, module: TrainerModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, step: str, *args: Any) -> Any:
+        return getattr(self.module, step)(*args)
+
+
+class Trainer:
+    def __init__(
+        self,
+        max_epochs: int = 3,
+        max_steps: int = -1,
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        log_every_n_steps: int = 10,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        precision: str = "32",
+        callbacks: Sequence[Callback] = (),
+        logger=None,
+        default_root_dir: str = ".",
+        enable_progress_bar: bool = True,
+        cpu: bool = False,
+    ) -> None:
+        from accelerate import Accelerator
+
+        from tracking import NoOpLogger
+
+        if precision not in _PRECISION:
+            raise ValueError(f"precision must be one of {', '.join(_PRECISION)}, got {precision!r}")
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu
+        )
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
+        self.log_every_n_steps = max(1, log_every_n_steps)
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        self.callbacks = list(callbacks)
+        self.logger = logger if logger is not None else NoOpLogger()
+        self.default_root_dir = default_root_dir
+        self.enable_progress_bar = enable_progress_bar and self.accelerator.is_main_process
+
+        self.global_step = 0
+        self.current_epoch = 0
+        self.should_stop = False
+        self.callback_metrics: dict[str, float] = {}
+        self.estimated_stepping_batches: int | float = math.inf
+        self.module: TrainerModule | None = None
+        self.optimizer = None
+        self.lr_scheduler = None
+        self.scheduler_interval = "step"
+        self._model = None  # the module in a _StepDispatch, as Accelerate wrapped it (DDP and the like)
+        self._results = Results()
+        self._current_hook: str | None = None
+        self._progress = None
+
+    # --- hooks ------------------------------------------------------------------------------------------------
+    def _call(self, hook: str, *args: Any) -> None:
+        """Run the module's hook, then each callback's, skipping objects that do not define it."""
+        previous, self._current_hook = self._current_hook, hook
+        try:
+            fn = getattr(self.module, hook, None)
+            if callable(fn):
+                fn(*args)
+            for callback in self.callbacks:
+                fn = getattr(callback, hook, None)
+                if callable(fn):
+                    fn(self, self.module, *args)
+        finally:
+            self._current_hook = previous
+
+    def _step_fn(self, name: str, *args: Any) -> Any:
+        """Run a module step method with `self.log` defaults of that method."""
+        previous, self._current_hook = self._current_hook, name
+        try:
+            if name.endswith("_step"):  # through the prepared wrapper, so DDP and autocast see the forward
+                return self._model(name, *args)
+            return getattr(self.module, name)(*args)
+        finally:
+            self._current_hook = previous
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # --- set-up -----------------------------------------------------------------------------------------------
+    def _attach(self, module: TrainerModule) -> None:
+        if self.module is module:
+            return
+        module._trainer = self
+        self.module = module
+        self._model = self.accelerator.prepare_model(_StepDispatch(module))
+
+    def _configure_optimizers(self, steps_per_epoch: int) -> None:
+        total = steps_per_epoch * self.max_epochs
+        self.estimated_stepping_batches = min(total, self.max_steps) if self.max_steps > 0 else total
+        config = self.module.configure_optimizers()
+        optimizer, scheduler, interval = config, None, "step"
+        if isinstance(config, dict):
+            optimizer = config["optimizer"]
+            scheduler = config.get("lr_scheduler")
+            if isinstance(scheduler, dict):
+                interval = scheduler.get("interval", "epoch")
+                scheduler = scheduler["scheduler"]
+        # The scheduler is stepped here, once per optimizer step; Accelerate's wrapper would step it once per process.
+        self.optimizer = self.accelerator.prepare_optimizer(optimizer)
+        self.lr_scheduler, self.scheduler_interval = scheduler, interval
+
+    # --- writing metrics ------------------------------------------------------------------------------------
+    def _write(self, metrics: dict[str, float]) -> None:
+        if not metrics:
+            return
+        self.callback_metrics.update(metrics)
+        for name, value in metrics.items():  # `valid/loss` means `valid/loss_epoch` when both were logged
+            if name.endswith("_epoch"):
+                self.callback_metrics[name[: -len("_epoch")]] = value
+        self.logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step)
+
+    def _write_epoch(self) -> dict[str, float]:
+        metrics = self._results.pop_epoch(lambda t: self.accelerator.reduce(t.to(self.accelerator.device), "sum"))
+        self._write(metrics)
+        return metrics
+
+    def _update_progress(self, metrics: dict[str, float]) -> None:
+        if self._progress is not None:
+            shown = {k: f"{v:.3g}" for k, v in self.callback_metrics.items() if k in self._results.prog_bar}
+            self._progress.set_postfix(shown, refresh=False)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def fit(self, module: TrainerModule, train_dataloader: DataLoader, val_dataloader: DataLoader | None = None):
+        self._attach(module)
+        train_loader = self.accelerator.prepare_data_loader(_limit(train_dataloader, self.limit_train_batches))
+        val_loader = self._prepare_eval(val_dataloader)
+        self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
+        status = "success"
+        try:
+            self._call("on_fit_start")
+            self._call("on_train_start")
+            for epoch in range(self.current_epoch, self.max_epochs):
+                self.current_epoch = epoch
+                self._train_epoch(train_loader)
+                if val_loader is not None:
+                    self._eval_epoch(val_loader, "validation")
+                if self.should_stop or self._reached_max_steps():
+                    break
+            self._call("on_train_end")
+            self._call("on_fit_end")
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self._call("on_exception", exc)
+            raise
+        finally:
+            if self._progress is not None:
+                self._progress.close()
+            self.logger.finalize(status)
+        return self.callback_metrics
+
+    def _reached_max_steps(self) -> bool:
+        return 0 < self.max_steps <= self.global_step
+
+    def _train_epoch(self, loader) -> None:
+        from tqdm.auto import tqdm
+
+        self._model.train()
+        self._call("on_train_epoch_start")
+        if self.enable_progress_bar:
+            self._progress = tqdm(total=len(loader), desc=f"Epoch {self.current_epoch}", dynamic_ncols=True)
+        outputs = []
+        for batch_idx, batch in enumerate(loader):
+            self._results.batch = batch
+            self._call("on_train_batch_start", batch, batch_idx)
+            with self.accelerator.accumulate(self._model):
+                out = self._step_fn("training_step", batch, batch_idx)
+                loss = out["loss"] if isinstance(out, dict) else out
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    self._optimizer_step()
+            outputs.append({k: v.detach() for k, v in out.items()} if isinstance(out, dict) else {"loss": loss.detach()})
+            self._call("on_train_batch_end", out, batch, batch_idx)
+            if self._progress is not None:
+                self._progress.update(1)
+            if self.should_stop or self._reached_max_steps():
+                break
+        self._results.batch = None
+        self._progress_close()
+        self._step_fn("training_epoch_end", outputs)
+        self._call("on_train_epoch_end")
+        if self.lr_scheduler is not None and self.scheduler_interval == "epoch":
+            self.lr_scheduler.step()
+        self._write_epoch()
+
+    def _progress_close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+    def _optimizer_step(self) -> None:
+        if self.gradient_clip_val:
+            self.accelerator.clip_grad_norm_(self._model.parameters(), self.gradient_clip_val)
+        self._call("on_before_optimizer_step", self.optimizer)
+        self.optimizer.step()
+        if self.lr_scheduler is not None and self.scheduler_interval == "step":
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.global_step % self.log_every_n_steps == 0:
+            metrics = self._results.pop_step()
+            self._write(metrics)
+            self._update_progress(metrics)
+        else:
+            self._results.step.clear()
+
+    def _prepare_eval(self, dataloader: DataLoader | None):
+        if dataloader is None:
+            return None
+        return self.accelerator.prepare_data_loader(_limit(dataloader, self.limit_val_batches))
+
+    @torch.no_grad()
+    def _eval_epoch(self, loader, stage: str) -> dict[str, float]:
+        """One pass over `loader`; `stage` is "validation" or "test"."""
+        short = "validation" if stage == "validation" else "test"
+        was_training = self._model.training
+        self._model.eval()
+        self._call(f"on_{short}_start")
+        self._call(f"on_{short}_epoch_start")
+        outputs = []
+        for batch_idx, batch in enumerate(loader):
+            self._results.batch = batch
+            self._call(f"on_{short}_batch_start", batch, batch_idx)
+            out = self._step_fn(f"{short}_step", batch, batch_idx)
+            if out is not None:
+                outputs.append(out)
+            self._call(f"on_{short}_batch_end", out, batch, batch_idx)
+            if (batch_idx + 1) % self.log_every_n_steps == 0:
+                self._write(self._results.pop_step())
+            else:
+                self._results.step.clear()
+        self._results.batch = None
+        self._step_fn(f"{short}_epoch_end", outputs)
+        self._call(f"on_{short}_epoch_end")
+        metrics = self._write_epoch()
+        self._call(f"on_{short}_end")
+        self._model.train(was_training)
+        return metrics
+
+    def validate(self, module: TrainerModule, dataloader: DataLoader) -> dict[str, float]:
+        self._attach(module)
+        try:
+            return self._eval_epoch(self._prepare_eval(dataloader), "validation")
+        finally:
+            self.logger.finalize()
+
+    def test(self, module: TrainerModule, dataloader: DataLoader) -> dict[str, float]:
+        self._attach(module)
+        try:
+            return self._eval_epoch(self._prepare_eval(dataloader), "test")
+        finally:
+            self.logger.finalize()
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str) -> None:
+        """Write the module with its `save_pretrained` on the main process, replacing `path` atomically: the new
+        folder is written beside it and renamed in, so a crash mid-write leaves the previous one intact."""
+        self.accelerator.wait_for_everyone()
+        if self.is_main_process:
+            module = self.accelerator.unwrap_model(self._model).module
+            tmp, old = f"{path}.tmp", f"{path}.old"
+            shutil.rmtree(tmp, ignore_errors=True)
+            module.save_pretrained(tmp)
+            if os.path.exists(path):
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
