@@ -1,0 +1,99 @@
+"""Shared fixtures: hermetic environment, a tiny CoLA folder, a tiny tokenizer and a tiny random BERT."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_COLA = Path(os.environ.get("COLA_DIR") or ROOT.parent / "shared" / "data" / "cola")
+sys.path.insert(0, str(ROOT))
+
+SUBJECTS = ["the cat", "a dog", "john", "mary", "the boy", "my sister", "the teacher", "they"]
+VERBS = ["saw", "liked", "found", "kicked", "helped", "met"]
+OBJECTS = ["the ball", "a book", "her friend", "the car", "him", "the house"]
+
+
+def tiny_rows(n: int, seed: int) -> list[tuple[int, str]]:
+    """Acceptable `S V O.` sentences and unacceptable scrambles of them."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)]
+        if rng.random() < 0.65:
+            rows.append((1, " ".join(words).capitalize() + "."))
+        else:
+            rows.append((0, " ".join(reversed(words)).capitalize() + "."))
+    return rows
+
+
+def write_tsv(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for label, sentence in rows:
+            f.write(f"tiny\t{label}\t{'' if label else '*'}\t{sentence}\n")
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path_factory, monkeypatch):
+    """No network, nothing written outside tmp folders, a fresh Accelerate state per test."""
+    home = tmp_path_factory.mktemp("home")
+    for var in ("HF_HOME", "HF_DATASETS_CACHE", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+                "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("COLA_DIR", raising=False)
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def tiny_cola(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cola")
+    write_tsv(folder / "train.tsv", tiny_rows(48, seed=1))
+    write_tsv(folder / "dev.tsv", tiny_rows(20, seed=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    from transformers import BertTokenizerFast
+
+    words = sorted({w for part in SUBJECTS + VERBS + OBJECTS for w in part.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + words
+    path = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+
+
+def tiny_bert(tokenizer, seed: int = 0):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=2,
+                        id2label={0: "unacceptable", 1: "acceptable"}, label2id={"unacceptable": 0, "acceptable": 1})
+    return BertForSequenceClassification(config).eval()  # eval(), as from_pretrained returns it
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tiny_tokenizer) -> Path:
+    """A Hugging Face folder holding a tiny random BERT and its tokenizer, as `--model` accepts."""
+    folder = tmp_path / "tiny-bert"
+    tiny_bert(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    import subprocess
+
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})

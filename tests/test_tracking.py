@@ -1,0 +1,122 @@
+import inspect
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from sklearn.metrics import confusion_matrix
+
+from tracking import CSVLogger, ExperimentLogger, MultiLogger, NoOpLogger, build_logger, parse_logger_names
+
+
+def test_csv_round_trip_with_a_metric_that_first_appears_mid_run(tmp_path):
+    logger = CSVLogger(str(tmp_path / "run"))
+    logger.log_metrics({"train/loss_step": 0.5, "epoch": 0}, step=10)
+    logger.log_metrics({"train/loss_step": 0.25, "epoch": 0}, step=20)
+    logger.log_metrics({"valid/mcc": 0.125, "valid/acc": 0.75, "epoch": 0}, step=20)  # new columns mid-run
+    logger.log_metrics({"train/loss_step": 0.125, "epoch": 1}, step=30)
+
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(frame.columns) == ["epoch", "step", "train/loss_step", "valid/acc", "valid/mcc"]
+    assert frame["step"].tolist() == [10, 20, 20, 30]
+    assert frame["epoch"].tolist() == [0, 0, 0, 1]
+    assert frame["train/loss_step"].tolist()[:2] == [0.5, 0.25] and frame["train/loss_step"].iloc[3] == 0.125
+    assert np.isnan(frame["train/loss_step"].iloc[2])
+    assert frame["valid/mcc"].iloc[2] == 0.125 and frame["valid/acc"].iloc[2] == 0.75
+    assert frame["valid/mcc"].isna().sum() == 3
+    logger.finalize()
+
+
+def test_csv_rows_are_on_disk_before_finalize(tmp_path):
+    """A killed run keeps what it logged: every row is flushed when written."""
+    logger = CSVLogger(str(tmp_path))
+    for step in range(1, 4):
+        logger.log_metrics({"a": step / 10}, step=step)
+    frame = pd.read_csv(tmp_path / "metrics.csv")  # logger still open
+    assert frame["a"].tolist() == [0.1, 0.2, 0.3]
+
+
+def test_csv_hparams_tables_plots_and_artifacts(tmp_path):
+    run = tmp_path / "run"
+    logger = CSVLogger(str(run))
+    logger.log_hyperparams({"lr": 5e-5, "nested": {"model": "minilm"}, "path": tmp_path})
+    logger.log_hyperparams({"seed": 7})
+    assert yaml.safe_load((run / "hparams.yaml").read_text()) == {
+        "lr": 5e-5, "nested": {"model": "minilm"}, "path": str(tmp_path), "seed": 7}
+
+    table = pd.DataFrame({"Sentence": ["a, \"quoted\" one", "two"], "Label": [0, 1], "Predicted": [1, 0]})
+    logger.log_table("examples", table, step=12)
+    pd.testing.assert_frame_equal(pd.read_csv(run / "tables" / "examples-step12.csv"), table)
+
+    y_true, y_pred = [0, 0, 1, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0, 1]
+    logger.log_confusion_matrix("valid/Confusion Matrix", y_true, y_pred, ["unacceptable", "acceptable"], step=12)
+    counts = pd.read_csv(run / "tables" / "valid-Confusion_Matrix-step12.csv", index_col=0)
+    assert counts.values.tolist() == confusion_matrix(y_true, y_pred).tolist()
+    assert list(counts.columns) == ["unacceptable", "acceptable"]
+    with Image.open(run / "plots" / "valid-Confusion_Matrix-step12.png") as image:
+        assert image.size == (1000, 500)  # 10 x 5 inches at 100 dpi, as the seed's figure
+
+    logger.log_image("random", (np.arange(48, dtype=np.uint8).reshape(4, 4, 3)), step=3)
+    with Image.open(run / "plots" / "random-step3.png") as image:
+        assert np.array_equal(np.asarray(image), np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+
+    outside = tmp_path / "model.bin"
+    outside.write_bytes(b"weights")
+    logger.log_artifact(str(outside), "best model", aliases=("best", "latest"))
+    assert (run / "artifacts" / "best_model" / "model.bin").read_bytes() == b"weights"
+    index = pd.read_csv(run / "artifacts.csv")
+    assert index.iloc[0].tolist() == ["best model", "model", "best,latest", "artifacts/best_model"]
+    logger.finalize()
+    logger.finalize()  # twice is harmless
+    assert not list(run.rglob("*.tmp"))
+
+
+def _interface_methods():
+    return [name for name, fn in inspect.getmembers(ExperimentLogger, inspect.isfunction)
+            if getattr(fn, "__isabstractmethod__", False)]
+
+
+@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger])
+def test_every_backend_implements_the_whole_interface(cls):
+    assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image",
+                                         "log_confusion_matrix", "log_artifact", "finalize"}
+    assert not cls.__abstractmethods__
+
+
+def test_noop_logger_accepts_every_call_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logger = NoOpLogger()
+    logger.log_hyperparams({"a": 1})
+    logger.log_metrics({"a": 1.0}, step=1)
+    logger.log_table("t", pd.DataFrame({"a": [1]}), step=1)
+    logger.log_image("i", np.zeros((2, 2, 3), np.uint8), step=1)
+    logger.log_confusion_matrix("cm", [0, 1], [1, 1], ["a", "b"], step=1, probs=np.eye(2))
+    logger.log_artifact(str(tmp_path), "x")
+    logger.finalize("failed")
+    # the raw experiment swallows anything a vendor object would be asked (Lightning's _DummyExperiment)
+    assert logger.experiment.log({"a": 1}).define_metric("*", step_metric="x")["k"].finish() is logger.experiment
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_multi_logger_forwards_every_call_to_every_backend(tmp_path):
+    a, b = CSVLogger(str(tmp_path / "a")), CSVLogger(str(tmp_path / "b"))
+    multi = MultiLogger([a, b])
+    multi.log_metrics({"x": 1.5}, step=4)
+    multi.log_table("t", pd.DataFrame({"c": [1, 2]}), step=4)
+    multi.finalize()
+    for run in ("a", "b"):
+        assert pd.read_csv(tmp_path / run / "metrics.csv")["x"].tolist() == [1.5]
+        assert (tmp_path / run / "tables" / "t-step4.csv").exists()
+    assert multi.log_dir == str(tmp_path / "a")
+
+
+def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
+    assert parse_logger_names("csv, none,csv") == ["csv", "none"]
+    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none"):
+        parse_logger_names("csv,tensorbord")
+    assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True), CSVLogger)
+    assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)
+    assert not (tmp_path / "r2").exists()
+    assert isinstance(build_logger("none", str(tmp_path / "r3")), NoOpLogger)
+    assert isinstance(build_logger("csv,none", str(tmp_path / "r4")), CSVLogger)

@@ -1,0 +1,215 @@
+"""The loop: hook order, `self.log` names and means, gradient accumulation, modes, stopping and checkpoints.
+A toy regression module on ten fixed points keeps every number computable by hand."""
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tracking import CSVLogger
+from trainer import Callback, EarlyStopping, ModelCheckpoint, Trainer, TrainerModule
+
+X = torch.arange(10, dtype=torch.float32).unsqueeze(1)  # x = 0..9, mean 4.5
+Y = 2 * X + 1
+
+
+def loader(batch_size=4, n=10):
+    return DataLoader(TensorDataset(X[:n], Y[:n]), batch_size=batch_size, shuffle=False)
+
+
+class Toy(TrainerModule):
+    def __init__(self, record=None, valid_losses=None, lr=0.01, dropout=0.5):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(1, 1))
+        self.record = record if record is not None else []
+        self.valid_losses, self.lr = valid_losses, lr
+        self.modes = []
+
+    def training_step(self, batch, batch_idx):
+        self.record.append("training_step")
+        self.modes.append(("train", self.training, self.net[0].training))
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train/loss", loss, on_epoch=True)
+        self.log("train/x", x.mean(), on_epoch=True)  # epoch value: the batch-size-weighted mean = mean of all x
+        self.log("train/first_x", x[0, 0])  # training_step default: on_step only
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.record.append("validation_step")
+        self.modes.append(("valid", self.training, self.net[0].training))
+        x, y = batch
+        self.log("valid/x", x.mean())  # validation default: on_epoch only
+        self.log("valid/x_both", x.mean(), on_step=True)
+        if self.valid_losses is not None:
+            self.log("valid/loss", self.valid_losses[self.current_epoch], batch_size=1)
+        return {"x": x}
+
+    def training_epoch_end(self, outputs):
+        self.record.append("training_epoch_end")
+        self.train_outputs = outputs
+
+    def validation_epoch_end(self, outputs):
+        self.record.append("validation_epoch_end")
+
+    def on_train_epoch_start(self):
+        self.record.append("module.on_train_epoch_start")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class Recorder(Callback):
+    def __init__(self, record):
+        self.record = record
+
+
+for _hook in [name for name in vars(Callback) if name.startswith("on_")]:
+    setattr(Recorder, _hook, lambda self, trainer, module, *args, _h=_hook: self.record.append(_h))
+
+
+def test_hook_order(tmp_path):
+    record = []
+    module = Toy(record)
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[Recorder(record)],
+                      enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, loader(), loader())
+    batch = ["on_train_batch_start", "training_step", "on_before_optimizer_step", "on_train_batch_end"]
+    assert record == [
+        "on_fit_start", "on_train_start",
+        "module.on_train_epoch_start", "on_train_epoch_start",
+        *batch, *batch,
+        "training_epoch_end", "on_train_epoch_end",
+        "on_validation_start", "on_validation_epoch_start",
+        "on_validation_batch_start", "validation_step", "on_validation_batch_end",
+        "validation_epoch_end", "on_validation_epoch_end", "on_validation_end",
+        "on_train_end", "on_fit_end",
+    ]
+
+
+def test_log_names_weighted_means_and_step_rows(tmp_path):
+    logger = CSVLogger(str(tmp_path / "run"))
+    module = Toy()
+    trainer = Trainer(max_epochs=2, log_every_n_steps=2, logger=logger, enable_progress_bar=False)
+    trainer.fit(module, loader(batch_size=4), loader(batch_size=3))
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+
+    steps = frame.dropna(subset=["train/first_x"])
+    # 3 batches (sizes 4, 4, 2) per epoch; rows at global steps 2, 4, 6 carry the batch that made that step
+    assert steps["step"].tolist() == [2, 4, 6]
+    assert steps["train/first_x"].tolist() == [4.0, 0.0, 8.0]
+    assert steps["epoch"].tolist() == [0, 1, 1]
+    assert steps["train/x_step"].tolist() == [(4 + 5 + 6 + 7) / 4, (0 + 1 + 2 + 3) / 4, (8 + 9) / 2]
+
+    epochs = frame.dropna(subset=["train/x_epoch"])
+    # weighted by batch size: 4.5 (the mean of 0..9); an unweighted mean of batch means would give 5.1667
+    assert epochs["train/x_epoch"].tolist() == pytest.approx([4.5, 4.5])
+    assert epochs["step"].tolist() == [3, 6]
+    assert "train/x" not in frame.columns and "train/loss" not in frame.columns
+
+    valid = frame.dropna(subset=["valid/x"])
+    assert valid["valid/x"].tolist() == pytest.approx([4.5, 4.5])  # batches of 3, 3, 3, 1
+    assert valid["valid/x_both_epoch"].tolist() == pytest.approx([4.5, 4.5])
+    # on_step in validation: written every log_every_n_steps validation batches: batch 2 (3, 4, 5) and batch 4 (9)
+    assert frame["valid/x_both_step"].dropna().tolist() == [4.0, 9.0, 4.0, 9.0]
+    assert trainer.callback_metrics["valid/x_both"] == pytest.approx(4.5)
+    assert len(module.train_outputs) == 3 and all(o["loss"].shape == () for o in module.train_outputs)
+    assert not any(o["loss"].requires_grad for o in module.train_outputs)
+
+
+@pytest.mark.parametrize("n_batches, accumulate, limit, expected", [(10, 4, None, 3), (10, 4, 6, 2), (10, 1, None, 10),
+                                                                   (9, 3, None, 3)])
+def test_optimizer_steps_under_gradient_accumulation(n_batches, accumulate, limit, expected):
+    steps = []
+
+    class Count(Callback):
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            steps.append(trainer.global_step)
+
+    trainer = Trainer(max_epochs=1, accumulate_grad_batches=accumulate, limit_train_batches=limit,
+                      callbacks=[Count()], enable_progress_bar=False)
+    trainer.fit(Toy(dropout=0.0), loader(batch_size=1, n=n_batches))
+    assert trainer.global_step == expected
+    assert steps == list(range(expected))
+    assert trainer.estimated_stepping_batches == expected
+
+
+def test_accumulated_gradient_is_the_mean_of_the_micro_batch_gradients():
+    module = Toy(dropout=0.0, lr=0.1)
+    reference = copy.deepcopy(module.net)
+    grads = []
+    for i in (0, 2):
+        reference.zero_grad()
+        torch.nn.functional.mse_loss(reference(X[i:i + 2]), Y[i:i + 2]).backward()
+        grads.append([p.grad.clone() for p in reference.parameters()])
+    expected = [p.detach() - 0.1 * (g0 + g1) / 2 for p, g0, g1 in zip(reference.parameters(), *grads)]
+
+    trainer = Trainer(max_epochs=1, accumulate_grad_batches=2, enable_progress_bar=False)
+    trainer.fit(module, loader(batch_size=2, n=4))
+    assert trainer.global_step == 1
+    for got, want in zip(module.net.parameters(), expected):
+        torch.testing.assert_close(got.detach(), want)
+
+
+def test_train_mode_during_training_even_from_an_eval_mode_model():
+    module = Toy()
+    module.eval()  # transformers' from_pretrained returns eval mode
+    trainer = Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False)
+    trainer.fit(module, loader(), loader())
+    assert module.modes == [("train", True, True)] * 2 + [("valid", False, False)] + \
+        [("train", True, True)] * 2 + [("valid", False, False)]
+
+
+def test_max_steps_stops_mid_epoch_and_still_validates():
+    record = []
+    trainer = Trainer(max_epochs=5, max_steps=4, enable_progress_bar=False)
+    trainer.fit(Toy(record), loader(), loader())
+    assert trainer.global_step == 4 and trainer.current_epoch == 1
+    assert record.count("training_step") == 4 and record.count("validation_epoch_end") == 2
+
+
+def test_early_stopping_after_patience_validations_without_improvement():
+    stopper = EarlyStopping(monitor="valid/loss", patience=2)
+    module = Toy(valid_losses=[1.0, 0.5, 0.6, 0.7, 0.1, 0.1])
+    trainer = Trainer(max_epochs=6, limit_train_batches=1, callbacks=[stopper], enable_progress_bar=False)
+    trainer.fit(module, loader(), loader())
+    assert trainer.current_epoch == 3 and trainer.global_step == 4
+    assert stopper.best_score == 0.5 and stopper.wait_count == 2 and stopper.stopped_step == 4
+
+
+def test_model_checkpoint_keeps_the_best_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    saved = {}
+
+    class Snapshot(Callback):
+        def on_validation_end(self, trainer, module):
+            saved[trainer.current_epoch] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    checkpoint = ModelCheckpoint(monitor="valid/loss", mode="min")
+    trainer = Trainer(max_epochs=3, limit_train_batches=1, callbacks=[checkpoint, Snapshot()],
+                      default_root_dir=str(tmp_path), enable_progress_bar=False)
+    trainer.fit(Toy(valid_losses=[3.0, 1.0, 2.0]), loader(), loader())
+    assert checkpoint.best_score == 1.0 and checkpoint.best_step == 2
+    assert checkpoint.best_model_path == str(tmp_path / "checkpoints" / "best")
+    weights = load_file(tmp_path / "checkpoints" / "best" / "model.safetensors")
+    assert weights.keys() == saved[1].keys()
+    for key in weights:
+        torch.testing.assert_close(weights[key], saved[1][key])
+    assert checkpoint.best_metrics["valid/loss"] == 1.0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best"]  # no .tmp/.old left
+
+
+def test_a_monitor_that_was_never_logged_is_named():
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, callbacks=[EarlyStopping(monitor="valid/mcc")],
+                      enable_progress_bar=False)
+    with pytest.raises(KeyError, match="monitors 'valid/mcc', which was not logged .*valid/x"):
+        trainer.fit(Toy(), loader(), loader())
+
+
+def test_log_outside_a_hook_is_an_error():
+    module = Toy()
+    Trainer(enable_progress_bar=False)._attach(module)
+    with pytest.raises(RuntimeError, match="only available inside a hook"):
+        module.log("x", 1.0)
