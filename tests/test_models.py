@@ -1,0 +1,118 @@
+"""`ColaModel`, its metrics and sample table, checked against scikit-learn on an independent forward pass."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from conftest import tiny_bert
+from data import ColaDataModule
+from models import ColaModel, ColaPredictor, SamplesVisualisationLogger
+from tracking import CSVLogger
+from trainer import Callback, ModelCheckpoint, Trainer, seed_everything
+
+
+class DropoutWatch(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        dropouts = [m.training for m in module.model.modules() if isinstance(m, torch.nn.Dropout)]
+        self.seen.append(module.model.training and bool(dropouts) and all(dropouts))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cola, tiny_tokenizer):
+    tmp_path = tmp_path_factory.mktemp("trained")
+    seed_everything(0)
+    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=5e-3, warmup_ratio=0.0)
+    dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, eval_batch_size=6).setup()
+    samples, watch = SamplesVisualisationLogger(dm.sentences["validation"]), DropoutWatch()
+    checkpoint = ModelCheckpoint(monitor="valid/loss")
+    trainer = Trainer(max_epochs=2, log_every_n_steps=2, logger=CSVLogger(str(tmp_path / "run")),
+                      callbacks=[checkpoint, samples, watch], default_root_dir=str(tmp_path / "run"),
+                      enable_progress_bar=False)
+    trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
+    return model, dm, trainer, samples, watch, tmp_path / "run"
+
+
+def independent_predictions(model, dm):
+    model.eval()
+    with torch.no_grad():
+        enc = dm.tokenizer(dm.sentences["validation"], padding=True, return_tensors="pt")
+        logits = model.model(**enc).logits
+    return logits
+
+
+def test_validation_metrics_match_scikit_learn(trained):
+    model, dm, trainer, *_ , run = trained
+    logits = independent_predictions(model, dm)
+    y, p = np.array(dm.labels["validation"]), logits.argmax(-1).numpy()
+    expected = {
+        "valid/acc": skm.accuracy_score(y, p),
+        "valid/precision_macro": skm.precision_score(y, p, average="macro", zero_division=0),
+        "valid/recall_macro": skm.recall_score(y, p, average="macro", zero_division=0),
+        "valid/precision_micro": skm.precision_score(y, p, average="micro"),
+        "valid/recall_micro": skm.recall_score(y, p, average="micro"),
+        "valid/f1": skm.f1_score(y, p, average="macro", zero_division=0),
+        "valid/mcc": skm.matthews_corrcoef(y, p),
+        "valid/loss_epoch": torch.nn.functional.cross_entropy(logits, torch.tensor(y)).item(),
+    }
+    last = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/acc"]).iloc[-1]
+    for name, value in expected.items():
+        assert last[name] == pytest.approx(value, abs=1e-5), name
+    assert {"train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch"} <= set(last.index)
+
+    counts = pd.read_csv(run / "tables" / f"Confusion_Matrix-step{trainer.global_step}.csv", index_col=0)
+    assert counts.values.tolist() == skm.confusion_matrix(y, p, labels=[0, 1]).tolist()
+    assert (run / "plots" / f"Confusion_Matrix-step{trainer.global_step}.png").stat().st_size > 10_000
+
+
+def test_examples_table_is_exactly_the_misclassified_dev_sentences(trained):
+    model, dm, trainer, samples, _, run = trained
+    probs = independent_predictions(model, dm).softmax(-1)
+    preds = probs.argmax(-1).tolist()
+    wrong = [i for i, (label, pred) in enumerate(zip(dm.labels["validation"], preds)) if label != pred]
+    table = pd.read_csv(run / "tables" / f"examples-step{trainer.global_step}.csv")
+    assert list(table.columns) == ["Sentence", "Label", "Predicted", "Probability"]
+    assert table["Sentence"].tolist() == [dm.sentences["validation"][i] for i in wrong]
+    assert table["Label"].tolist() == [dm.labels["validation"][i] for i in wrong]
+    assert table["Predicted"].tolist() == [preds[i] for i in wrong]
+    assert table["Probability"].tolist() == pytest.approx([probs[i].max().item() for i in wrong], abs=1e-4)
+    assert len(list((run / "tables").glob("examples-step*.csv"))) == 2  # after every validation
+
+
+def test_hugging_face_model_trains_in_train_mode(trained):
+    *_, watch, _ = trained
+    assert watch.seen and all(watch.seen)  # from_pretrained's eval mode must not leak into training
+
+
+def test_checkpoint_is_a_hugging_face_folder(trained, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, dm, trainer, *_ , run = trained
+    best = run / "checkpoints" / "best"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in best.iterdir()}
+    loaded = AutoModelForSequenceClassification.from_pretrained(best).eval()
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    assert loaded.config.id2label == {0: "unacceptable", 1: "acceptable"}
+    enc = tokenizer(["The cat saw him.", "Him saw the cat."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = loaded(**enc).logits.softmax(-1)
+    predicted = ColaPredictor(str(best)).predict(["The cat saw him.", "Him saw the cat."])
+    assert [[s["label"] for s in row] for row in predicted] == [["unacceptable", "acceptable"]] * 2
+    np.testing.assert_allclose([[s["score"] for s in row] for row in predicted], probs.numpy(), atol=1e-6)
+    assert ColaModel(model_name=str(best)).model.config.num_labels == 2
+
+
+def test_head_learning_rate_goes_to_pooler_and_classifier(tiny_tokenizer):
+    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-5, head_lr=1e-3)
+    trainer = Trainer(max_epochs=2, enable_progress_bar=False)
+    trainer.module, model._trainer, trainer.estimated_stepping_batches = model, trainer, 100
+    config = model.configure_optimizers()
+    names = {id(p): n for n, p in model.model.named_parameters()}
+    assert sum(len(g["params"]) for g in config["optimizer"].param_groups) == len(names)
+    head = {names[id(p)] for g in config["optimizer"].param_groups if g["initial_lr"] == 1e-3 for p in g["params"]}
+    assert head == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+    decay = {names[id(p)] for g in config["optimizer"].param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert all(n.endswith("bias") or "LayerNorm" in n for n in decay)

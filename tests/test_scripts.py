@@ -1,0 +1,137 @@
+"""The three scripts as a user runs them: real processes, exit codes, stdout, and the run folder they leave."""
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from conftest import SHARED_COLA, run_script, tiny_bert, write_tsv, tiny_rows
+
+SEED_METRICS = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch", "valid/loss_epoch",
+                "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
+                "valid/recall_micro", "valid/f1", "valid/mcc"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tiny_bert(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory, tiny_cola, model_dir):
+    work = tmp_path_factory.mktemp("work")
+    result = run_script("train.py", "--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-epochs", "2",
+                        "--batch-size", "8", "--lr", "1e-3", "--log-every-n-steps", "2", "--run-name", "tiny",
+                        "--no-progress-bar", cwd=work, env={"HF_HUB_OFFLINE": "1"})
+    return result, work / "runs" / "tiny"
+
+
+def test_train_writes_the_run_folder(train_run):
+    result, run = train_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run folder: {run}" in result.stdout
+    best = json.loads(result.stdout.strip().splitlines()[-1])
+    frame = pd.read_csv(run / "metrics.csv")
+    assert SEED_METRICS <= set(frame.columns)
+    assert frame["step"].max() == 12  # 48 rows / batch 8 = 6 steps per epoch, 2 epochs
+    row = frame[(frame["step"] == best["step"])].dropna(subset=["valid/mcc"]).iloc[0]
+    assert best["best"]["valid/mcc"] == pytest.approx(row["valid/mcc"], abs=1e-4)
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert {"hparams.yaml", "metrics.csv", "checkpoints/best/config.json", "checkpoints/best/model.safetensors",
+            "tables/examples-step6.csv", "tables/examples-step12.csv", "plots/Confusion_Matrix-step12.png"} <= names
+
+
+def test_evaluate_reproduces_the_best_validation(train_run, tiny_cola, tmp_path):
+    _, run = train_run
+    frame = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/loss_epoch"])
+    best_row = frame.loc[frame["valid/loss_epoch"].idxmin()]
+    result = run_script("evaluate.py", "--checkpoint", str(run / "checkpoints" / "best"), "--data-dir",
+                        str(tiny_cola), "--output-dir", str(tmp_path), "--run-name", "ev", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("valid/loss_epoch", "valid/acc", "valid/mcc", "valid/f1", "valid/precision_macro"):
+        assert metrics[name] == pytest.approx(best_row[name], abs=1e-6), name
+    assert pd.read_csv(tmp_path / "ev" / "metrics.csv")["valid/acc"].iloc[-1] == pytest.approx(metrics["valid/acc"])
+
+
+def test_predict_prints_one_json_line_per_sentence(train_run, tmp_path):
+    _, run = train_run
+    result = run_script("predict.py", "--checkpoint", str(run / "checkpoints" / "best"), "The cat saw him.",
+                        "Him saw cat the.", "A third one.", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert len(lines) == 3
+    for scores in lines:
+        assert [s["label"] for s in scores] == ["unacceptable", "acceptable"]
+        assert sum(s["score"] for s in scores) == pytest.approx(1.0, abs=1e-6)
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in lines if "error:" in line]
+    assert len(error_lines) == 1, lines
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+def test_bad_data_is_one_line_and_writes_nothing(tmp_path, model_dir):
+    data = tmp_path / "bad"
+    data.mkdir()
+    write_tsv(data / "train.tsv", tiny_rows(10, seed=1))
+    (data / "dev.tsv").write_text("gj04\t1\t\tFine.\ngj04\t1\t\tAlso fine.\ngj04\t7\t*\tBad label.\n")
+    result = run_script("train.py", "--model", str(model_dir), "--data-dir", str(data), cwd=tmp_path,
+                        env={"HF_HUB_OFFLINE": "1"})
+    _one_line_error(result, "dev.tsv:3: label must be 0 or 1, found '7'")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch-size", "0"], "--batch-size: expected a positive integer, got '0'"),
+    (["--lr", "-1"], "--lr: expected a positive number"),
+    (["--max-epochs", "zero"], "--max-epochs: expected a positive integer"),
+    (["--logger", "csv,mlflow"], "unknown logger mlflow"),
+    (["--model", "./no/such/folder"], "model folder './no/such/folder' does not exist"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, tiny_cola, args, fragment):
+    result = run_script("train.py", "--data-dir", str(tiny_cola), *args, cwd=tmp_path)
+    _one_line_error(result, fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unreachable_hub_fails_fast_and_says_what_to_pass(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # the discard port: connection refused, no traffic leaves the machine
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    _one_line_error(result, "cannot reach the Hugging Face Hub", "--data-dir")
+
+
+def test_missing_checkpoint_folder(tmp_path):
+    for script in ("evaluate.py", "predict.py"):
+        args = ["--checkpoint", str(tmp_path / "nope")] + (["hello"] if script == "predict.py" else [])
+        _one_line_error(run_script(script, *args, cwd=tmp_path), "does not exist")
+
+
+@pytest.mark.skipif(not SHARED_COLA.is_dir(), reason=f"CoLA TSV files not found at {SHARED_COLA}")
+def test_minilm_trains_a_few_steps_on_the_real_cola_files(tmp_path):
+    result = run_script("train.py", "--model", "minilm", "--data-dir", str(SHARED_COLA), "--max-steps", "3",
+                        "--batch-size", "8", "--limit-val-batches", "2", "--log-every-n-steps", "1",
+                        "--run-name", "real", "--no-progress-bar", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "runs" / "real" / "metrics.csv")
+    assert frame["train/loss_step"].dropna().count() == 3
+    assert frame["train/loss_step"].dropna().between(0.05, 3).all()  # a cross-entropy over 2 classes, not NaN
+    assert frame["valid/acc"].dropna().count() == 1
+    examples = pd.read_csv(tmp_path / "runs" / "real" / "tables" / "examples-step3.csv")
+    dev = pd.read_csv(SHARED_COLA / "dev.tsv", sep="\t", header=None, quoting=3)[3].tolist()
+    assert set(examples["Sentence"]) <= set(dev)
