@@ -105,10 +105,10 @@ class ColaModel(TrainerModule):
         # scikit-learn, as GLUE's own scorer: 0 for a constant predictor, where torchmetrics 1.x returns a small
         # positive number (0.049 on a majority-class dev subset), which would flatter a collapsed model.
         self.log("valid/mcc", float(matthews_corrcoef(labels.numpy(), preds.numpy())), prog_bar=True, batch_size=1)
-        self.logger.log_confusion_matrix(
-            "Confusion Matrix", labels.tolist(), preds.tolist(), LABELS, step=self.global_step,
-            probs=logits.softmax(-1).numpy(),
-        )
+        probs = logits.softmax(-1).numpy()
+        self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), LABELS,
+                                         step=self.global_step, probs=probs)
+        self.logger.log_roc_curve("roc", labels.tolist(), probs, LABELS, step=self.global_step)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

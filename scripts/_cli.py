@@ -56,6 +56,51 @@ def logger_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def comma_list(choices):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+        unknown = [t for t in items if t not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"unknown value {','.join(unknown) or repr(text)}: choose from "
+                                             f"{', '.join(choices)} (comma-separated)")
+        return items
+    return parse
+
+
+def add_logger_args(p: argparse.ArgumentParser) -> None:
+    """--logger and the W&B backend's options, shared by train.py and evaluate.py."""
+    p.add_argument("--logger", type=logger_spec, default="csv",
+                   help="tracking backends, comma-separated: csv, wandb, none (default: %(default)s)")
+    g = p.add_argument_group("Weights & Biases (--logger wandb)")
+    g.add_argument("--wandb-project", default="MLOps Basics", help="(default: %(default)s)")
+    g.add_argument("--wandb-entity", default=None, help="team or user (default: your default entity)")
+    g.add_argument("--wandb-mode", choices=["online", "offline", "disabled"], default=None,
+                   help="default: $WANDB_MODE, else online when `wandb login` was done and offline when not")
+    g.add_argument("--wandb-tags", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()), default=(),
+                   help="comma-separated run tags")
+    g.add_argument("--confusion-matrix", type=comma_list(("wandb", "sklearn", "seaborn")),
+                   default=("wandb", "sklearn", "seaborn"),
+                   help="the post's three confusion-matrix charts in W&B: wandb (`conf`, wandb.plot), sklearn "
+                        "(`cm`, wandb's scikit-learn plot), seaborn (`Confusion Matrix` heatmap image); default: all")
+
+
+def logger_options(args, run_name: str) -> dict:
+    return {"project": args.wandb_project, "entity": args.wandb_entity, "mode": args.wandb_mode,
+            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix}
+
+
+def git_commit() -> str | None:
+    """The commit of the code being run, when it runs from a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def require_hub(repo_id: str, repo_type: str, instead: str) -> None:
     """Fail within seconds, naming `instead`, when `repo_id` is needed from a Hub that cannot be reached.
 

@@ -22,14 +22,13 @@ def build_parser() -> _cli.Parser:
                    help="model folder, e.g. runs/<run>/checkpoints/best")
     p.add_argument("--data-dir", default=None,
                    help="folder with CoLA's train.tsv and dev.tsv; default: $COLA_DIR, else the Hub")
-    p.add_argument("--logger", type=_cli.logger_spec, default="csv",
-                   help="tracking backends, comma-separated: csv, none (default: %(default)s)")
     p.add_argument("--batch-size", type=_cli.positive_int, default=64, help="(default: %(default)s)")
     p.add_argument("--limit-val-batches", type=_cli.positive_int, default=None,
                    help="use only the first N validation batches")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32", help="(default: %(default)s)")
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: evaluate-<timestamp>)")
+    _cli.add_logger_args(p)
     return p
 
 
@@ -51,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                       callbacks=[SamplesVisualisationLogger(datamodule.sentences["validation"])])
     run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-")
     trainer.default_root_dir = run_dir
-    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process)
+    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process,
+                                  **_cli.logger_options(args, os.path.basename(run_dir)))
     trainer.logger.log_hyperparams({**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola"})
     metrics = trainer.validate(model, datamodule.val_dataloader())
     if trainer.is_main_process:

@@ -27,8 +27,6 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--data-dir", default=None,
                    help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
                         "Hub's nyu-mll/glue (cola)")
-    p.add_argument("--logger", type=_cli.logger_spec, default="csv",
-                   help="tracking backends, comma-separated: csv, none (default: %(default)s)")
     p.add_argument("--max-epochs", type=_cli.positive_int, default=DEFAULTS["max_epochs"], help="(default: %(default)s)")
     p.add_argument("--max-steps", type=_cli.positive_int, default=None,
                    help="stop after this many optimizer steps (default: no limit)")
@@ -59,7 +57,10 @@ def build_parser() -> _cli.Parser:
                    help="early stopping: validations without improvement before stopping (default: %(default)s)")
     p.add_argument("--max-examples", type=_cli.positive_int, default=None,
                    help="cap on rows of the misclassified-examples table (default: all)")
+    p.add_argument("--log-model", action="store_true",
+                   help="also log the best checkpoint as an artifact (W&B: type model, aliases best and latest)")
     p.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
+    _cli.add_logger_args(p)
     return p
 
 
@@ -74,26 +75,29 @@ def main(argv: list[str] | None = None) -> int:
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger
-    from trainer import EarlyStopping, ModelCheckpoint, Trainer, seed_everything
+    from trainer import BestScores, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
 
     seed_everything(args.seed, deterministic=True)
     model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
                             warmup_ratio=args.warmup_ratio)
     datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed).setup()
 
-    checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode)
+    checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model)
     trainer = Trainer(
         max_epochs=args.max_epochs, max_steps=args.max_steps or -1,
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
         log_every_n_steps=args.log_every_n_steps, accumulate_grad_batches=args.accumulate_grad_batches,
         gradient_clip_val=1.0, precision=args.precision,
         callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
-                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples)],
+                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
+                   BestScores({"valid/loss": "min", "valid/mcc": "max"})],
         enable_progress_bar=not args.no_progress_bar,
     )
     run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name)
     trainer.default_root_dir = run_dir
-    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process)
+    run_name = os.path.basename(run_dir)
+    checkpoint.artifact_name = f"model-{run_name}"
+    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process, **_cli.logger_options(args, run_name))
     trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
 
     trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader())
@@ -113,7 +117,7 @@ def hyperparameters(args, data_dir, trainer) -> dict:
     import torch
     import transformers
 
-    return {**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
+    return {**vars(args), "git_commit": _cli.git_commit(), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
             "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "accelerate": accelerate.__version__}}

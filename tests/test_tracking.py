@@ -8,6 +8,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from tracking import CSVLogger, ExperimentLogger, MultiLogger, NoOpLogger, build_logger, parse_logger_names
+from tracking.wandb_logger import WandbLogger
 
 
 def test_csv_round_trip_with_a_metric_that_first_appears_mid_run(tmp_path):
@@ -61,6 +62,18 @@ def test_csv_hparams_tables_plots_and_artifacts(tmp_path):
     with Image.open(run / "plots" / "random-step3.png") as image:
         assert np.array_equal(np.asarray(image), np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
 
+    y, probs = [0, 0, 1, 1], np.array([[0.9, 0.1], [0.4, 0.6], [0.65, 0.35], [0.2, 0.8]])
+    logger.log_roc_curve("roc", y, probs, ["unacceptable", "acceptable"], step=12)
+    roc = pd.read_csv(run / "tables" / "roc-step12.csv")
+    from sklearn.metrics import roc_auc_score, roc_curve
+    fpr, tpr, _ = roc_curve(y, probs[:, 1])
+    positive = roc[roc["class"] == "acceptable"]
+    assert positive["fpr"].tolist() == fpr.tolist() and positive["tpr"].tolist() == tpr.tolist()
+    assert positive["auc"].iloc[0] == pytest.approx(roc_auc_score(y, probs[:, 1])) == pytest.approx(0.75)
+    assert (run / "plots" / "roc-step12.png").exists()
+    logger.log_summary({"best/valid/mcc": 0.5, "best/valid/mcc_step": 12})
+    assert yaml.safe_load((run / "summary.yaml").read_text()) == {"best/valid/mcc": 0.5, "best/valid/mcc_step": 12}
+
     outside = tmp_path / "model.bin"
     outside.write_bytes(b"weights")
     logger.log_artifact(str(outside), "best model", aliases=("best", "latest"))
@@ -77,10 +90,11 @@ def _interface_methods():
             if getattr(fn, "__isabstractmethod__", False)]
 
 
-@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger])
+@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger])
 def test_every_backend_implements_the_whole_interface(cls):
     assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image",
-                                         "log_confusion_matrix", "log_artifact", "finalize"}
+                                         "log_confusion_matrix", "log_roc_curve", "log_summary", "log_artifact",
+                                         "finalize"}
     assert not cls.__abstractmethods__
 
 
@@ -92,6 +106,8 @@ def test_noop_logger_accepts_every_call_and_writes_nothing(tmp_path, monkeypatch
     logger.log_table("t", pd.DataFrame({"a": [1]}), step=1)
     logger.log_image("i", np.zeros((2, 2, 3), np.uint8), step=1)
     logger.log_confusion_matrix("cm", [0, 1], [1, 1], ["a", "b"], step=1, probs=np.eye(2))
+    logger.log_roc_curve("roc", [0, 1], np.eye(2), ["a", "b"], step=1)
+    logger.log_summary({"best/x": 1.0})
     logger.log_artifact(str(tmp_path), "x")
     logger.finalize("failed")
     # the raw experiment swallows anything a vendor object would be asked (Lightning's _DummyExperiment)
@@ -113,7 +129,7 @@ def test_multi_logger_forwards_every_call_to_every_backend(tmp_path):
 
 def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
     assert parse_logger_names("csv, none,csv") == ["csv", "none"]
-    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none"):
+    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none, wandb"):
         parse_logger_names("csv,tensorbord")
     assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True), CSVLogger)
     assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)

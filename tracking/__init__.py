@@ -1,4 +1,6 @@
-"""Experiment tracking: the `ExperimentLogger` interface and its backends (csv, none, fan-out)."""
+"""Experiment tracking: the `ExperimentLogger` interface and its backends (csv, none, wandb, fan-out).
+
+The W&B backend lives in `tracking.wandb_logger` and imports wandb only when a run asks for it."""
 from tracking.base import ExperimentLogger, NoOpLogger
 from tracking.csv_logger import CSVLogger
 from tracking.factory import BACKENDS, build_logger, parse_logger_names

@@ -61,6 +61,14 @@ class ExperimentLogger(ABC):
         """Labels and predictions as class indices; `probs` (N x classes) for backends that plot from scores."""
 
     @abstractmethod
+    def log_roc_curve(self, key: str, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
+        """One-vs-rest ROC curve per class from labels and an N x classes array of probabilities."""
+
+    @abstractmethod
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        """Run-level values (best scores and their steps), kept apart from the per-step metrics."""
+
+    @abstractmethod
     def log_artifact(self, path: str, name: str, type: str = "model", aliases: Sequence[str] = ()) -> None:
         """A file or folder to keep with the run (a checkpoint, a report)."""
 
@@ -110,6 +118,12 @@ class NoOpLogger(ExperimentLogger):
         pass
 
     def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
+        pass
+
+    def log_roc_curve(self, key, y_true, probs, class_names, step):
+        pass
+
+    def log_summary(self, values):
         pass
 
     def log_artifact(self, path, name, type="model", aliases=()):

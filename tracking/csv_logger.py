@@ -3,7 +3,8 @@
     <run_dir>/hparams.yaml
     <run_dir>/metrics.csv                 epoch, step, one column per metric (Lightning's CSVLogger layout)
     <run_dir>/tables/<key>-step<N>.csv
-    <run_dir>/plots/<key>-step<N>.png
+    <run_dir>/plots/<key>-step<N>.png      confusion matrix heatmaps, ROC curves, other images
+    <run_dir>/summary.yaml                best scores of the run and their steps
     <run_dir>/artifacts.csv               files kept with the run (checkpoints live in checkpoints/)
 
 Every row is flushed when it is logged, so a killed run keeps what it logged. A metric that first appears mid-run
@@ -19,7 +20,9 @@ from typing import Any, Mapping
 import yaml
 
 from tracking.base import ExperimentLogger, safe_name
-from tracking.plots import confusion_matrix_figure, confusion_matrix_frame, image_to_pil
+from tracking.secrets import scrub
+from tracking.plots import (confusion_matrix_figure, confusion_matrix_frame, image_to_pil, roc_curve_figure,
+                            roc_curve_frame)
 
 FIXED_COLUMNS = ("epoch", "step")
 
@@ -57,6 +60,7 @@ class CSVLogger(ExperimentLogger):
         os.makedirs(run_dir, exist_ok=True)
         self.metrics_path = os.path.join(run_dir, "metrics.csv")
         self._hparams: dict[str, Any] = {}
+        self._summary: dict[str, Any] = {}
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = list(FIXED_COLUMNS)
         self._file = None
@@ -71,14 +75,15 @@ class CSVLogger(ExperimentLogger):
         return self.run_dir
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        self._hparams.update(_plain(dict(params)))
-        path = os.path.join(self.run_dir, "hparams.yaml")
+        self._hparams.update(_plain(scrub(dict(params))))
+        self._write_yaml("hparams.yaml", self._hparams)
 
+    def _write_yaml(self, name: str, data: dict) -> None:
         def write(tmp):
             with open(tmp, "w", encoding="utf-8") as f:
-                yaml.safe_dump(self._hparams, f, sort_keys=False)
+                yaml.safe_dump(data, f, sort_keys=False)
 
-        _replace_atomically(path, write)
+        _replace_atomically(os.path.join(self.run_dir, name), write)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row = {k: float(v) for k, v in metrics.items() if k not in FIXED_COLUMNS}
@@ -128,6 +133,16 @@ class CSVLogger(ExperimentLogger):
         path = self._path("tables", key, step, ".csv")
         _replace_atomically(path, lambda tmp: frame.to_csv(tmp))
         self.log_image(key, confusion_matrix_figure(frame), step)
+
+    def log_roc_curve(self, key, y_true, probs, class_names, step) -> None:
+        frame = roc_curve_frame(y_true, probs, class_names)
+        path = self._path("tables", key, step, ".csv")
+        _replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+        self.log_image(key, roc_curve_figure(frame), step)
+
+    def log_summary(self, values) -> None:
+        self._summary.update(_plain(dict(values)))
+        self._write_yaml("summary.yaml", self._summary)
 
     def log_artifact(self, path: str, name: str, type: str = "model", aliases=()) -> None:
         source = os.path.abspath(path)

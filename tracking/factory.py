@@ -17,7 +17,14 @@ def _none(run_dir: str, **_options) -> ExperimentLogger:
     return NoOpLogger()
 
 
-BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none}
+def _wandb(run_dir: str, **options) -> ExperimentLogger:
+    from tracking.wandb_logger import WandbLogger  # wandb is imported only when asked for
+
+    known = ("project", "entity", "mode", "run_name", "tags", "confusion_matrix")
+    return WandbLogger(run_dir, **{k: v for k, v in options.items() if k in known and v is not None})
+
+
+BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none, "wandb": _wandb}
 
 
 def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
@@ -33,6 +40,8 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
 
 
 def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, **options) -> ExperimentLogger:
+    """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, tags,
+    confusion_matrix)."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()

@@ -39,6 +39,12 @@ class MultiLogger(ExperimentLogger):
     def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
         self._each("log_confusion_matrix", key, y_true, y_pred, class_names, step, probs=probs)
 
+    def log_roc_curve(self, key, y_true, probs, class_names, step):
+        self._each("log_roc_curve", key, y_true, probs, class_names, step)
+
+    def log_summary(self, values):
+        self._each("log_summary", values)
+
     def log_artifact(self, path, name, type="model", aliases=()):
         self._each("log_artifact", path, name, type=type, aliases=aliases)
 

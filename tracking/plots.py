@@ -30,6 +30,33 @@ def confusion_matrix_figure(frame: pd.DataFrame):
     return fig
 
 
+def roc_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
+    """One-vs-rest ROC points per class: class, fpr, tpr, threshold, auc."""
+    from sklearn.metrics import auc, roc_curve
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    frames = []
+    for index, name in enumerate(class_names):
+        fpr, tpr, thresholds = roc_curve(y_true == index, probs[:, index])
+        area = auc(fpr, tpr) if len(fpr) > 1 else float("nan")
+        frames.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr, "threshold": thresholds, "auc": area}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def roc_curve_figure(frame: pd.DataFrame):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    for name, curve in frame.groupby("class", sort=False):
+        ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUC {curve['auc'].iloc[0]:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def image_to_pil(image):
     """A matplotlib Figure, PIL image or uint8 array as a PIL image."""
     from PIL import Image

@@ -1,5 +1,5 @@
 """A generic training loop on Accelerate with Lightning's hooks; it knows no dataset and no model family."""
-from trainer.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint
 from trainer.module import TrainerModule
 from trainer.trainer import Trainer
 
@@ -12,4 +12,4 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     set_seed(seed, deterministic=deterministic)
 
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "Trainer", "seed_everything"]
+__all__ = ["BestScores", "Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "Trainer", "seed_everything"]

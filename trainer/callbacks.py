@@ -66,9 +66,13 @@ class ModelCheckpoint(_Monitor):
     format (a Hugging Face folder for `ColaModel`). `best_metrics` holds every metric of the best validation.
     """
 
-    def __init__(self, dirpath: str | None = None, monitor: str = "valid/loss", mode: str = "min", filename: str = "best"):
+    def __init__(self, dirpath: str | None = None, monitor: str = "valid/loss", mode: str = "min", filename: str = "best",
+                 log_model: bool = False, artifact_name: str = "model"):
+        """With `log_model`, the best checkpoint goes to the logger as an artifact (aliases best, latest) when fit
+        ends."""
         super().__init__(monitor, mode)
         self.dirpath, self.filename = dirpath, filename
+        self.log_model, self.artifact_name = log_model, artifact_name
         self.best_model_path: str | None = None
         self.best_step: int | None = None
         self.best_metrics: dict[str, float] = {}
@@ -82,6 +86,11 @@ class ModelCheckpoint(_Monitor):
         dirpath = self.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
         self.best_model_path = os.path.join(dirpath, self.filename)
         trainer.save_checkpoint(self.best_model_path)
+
+    def on_fit_end(self, trainer, module):
+        if self.log_model and self.best_model_path:
+            trainer.logger.log_artifact(self.best_model_path, name=self.artifact_name, type="model",
+                                        aliases=("best", "latest"))
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_step": self.best_step, "best_model_path": self.best_model_path,
@@ -109,3 +118,30 @@ class EarlyStopping(_Monitor):
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "wait_count": self.wait_count, "stopped_step": self.stopped_step}
+
+
+class BestScores(Callback):
+    """The best value of each metric in `modes` ({"valid/loss": "min", ...}) and the step where it occurred, written
+    to the logger's summary as `best/<name>` and `best/<name>_step` when fit ends."""
+
+    def __init__(self, modes: dict[str, str]) -> None:
+        self.modes = dict(modes)
+        self.best: dict[str, tuple[float, int]] = {}
+
+    def on_validation_end(self, trainer, module):
+        for name, mode in self.modes.items():
+            value = trainer.callback_metrics.get(name)
+            if value is None or math.isnan(value):
+                continue
+            previous = self.best.get(name)
+            if previous is None or (value < previous[0] if mode == "min" else value > previous[0]):
+                self.best[name] = (value, trainer.global_step)
+
+    def summary(self) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for name, (value, step) in self.best.items():
+            values[f"best/{name}"], values[f"best/{name}_step"] = value, step
+        return values
+
+    def on_fit_end(self, trainer, module):
+        trainer.logger.log_summary(self.summary())
