@@ -131,8 +131,52 @@ def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
     assert parse_logger_names("csv, none,csv") == ["csv", "none"]
     with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none, wandb"):
         parse_logger_names("csv,tensorbord")
-    assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True), CSVLogger)
+    assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True).backend, CSVLogger)
     assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)
     assert not (tmp_path / "r2").exists()
     assert isinstance(build_logger("none", str(tmp_path / "r3")), NoOpLogger)
-    assert isinstance(build_logger("csv,none", str(tmp_path / "r4")), CSVLogger)
+    assert isinstance(build_logger("csv,none", str(tmp_path / "r4")).backend, CSVLogger)
+    both = build_logger("csv,wandb", str(tmp_path / "r5"), mode="disabled", project="p", unused_option=1)
+    assert [type(g.backend).__name__ for g in both.loggers] == ["CSVLogger", "WandbLogger"]
+    both.finalize()
+
+
+class DiskFull(CSVLogger):
+    name = "broken-csv"
+
+    def log_metrics(self, metrics, step):
+        if step >= 2:
+            raise OSError(28, "No space left on device")
+        super().log_metrics(metrics, step)
+
+
+def test_a_failing_backend_is_reported_once_switched_off_and_the_others_go_on(tmp_path, caplog):
+    from test_trainer import Toy, loader
+    from tracking.guard import GuardedLogger
+    from trainer import Trainer
+
+    broken, healthy = GuardedLogger(DiskFull(str(tmp_path / "a"))), GuardedLogger(CSVLogger(str(tmp_path / "b")))
+    trainer = Trainer(max_epochs=2, log_every_n_steps=1, logger=MultiLogger([broken, healthy]),
+                      enable_progress_bar=False)
+    trainer.fit(Toy(), loader(), loader())  # no exception reaches the loop
+    assert trainer.global_step == 6
+    rows = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert sorted(set(rows["step"])) == [1, 2, 3, 4, 5, 6] and rows["valid/x"].count() == 2
+    assert pd.read_csv(tmp_path / "a" / "metrics.csv")["step"].tolist() == [1]
+    failures = [r.message for r in caplog.records if "failed in log_metrics" in r.message]
+    assert len(failures) == 1 and "broken-csv" in failures[0] and "No space left on device" in failures[0]
+    assert broken.lost_calls == len(rows) - 1  # every row but the first
+    assert any("was switched off" in r.message and f"{len(rows) - 1} logging calls were lost" in r.message
+               for r in caplog.records)
+
+
+def test_a_backend_that_cannot_start_is_skipped(tmp_path, caplog, monkeypatch):
+    from tracking import factory
+
+    def explode(run_dir, **options):
+        raise RuntimeError("service down")
+
+    monkeypatch.setitem(factory.BACKENDS, "wandb", explode)
+    logger = build_logger("csv,wandb", str(tmp_path / "r"))
+    assert isinstance(logger.backend, CSVLogger)
+    assert "the wandb logger could not start (RuntimeError: service down)" in caplog.text

@@ -1,11 +1,15 @@
 """Builds the logger a run asked for. The one place that knows about processes: only the main process gets real
-backends; every other process gets a `NoOpLogger`, so backends hold no rank logic."""
+backends; every other process gets a `NoOpLogger`, so backends hold no rank logic. Each backend is wrapped in a
+`GuardedLogger`, so a backend that fails is switched off and the others and training go on."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import logging
+
 from tracking.base import ExperimentLogger, NoOpLogger
 from tracking.csv_logger import CSVLogger
+from tracking.guard import GuardedLogger
 from tracking.multi import MultiLogger
 
 
@@ -45,7 +49,15 @@ def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool 
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()
-    loggers = [BACKENDS[name](run_dir, **options) for name in names if name != "none"]
+    loggers = []
+    for name in names:
+        if name == "none":
+            continue
+        try:
+            loggers.append(GuardedLogger(BACKENDS[name](run_dir, **options)))
+        except Exception as exc:  # a tracker that cannot start must not stop the run
+            logging.getLogger(__name__).warning("tracking: the %s logger could not start (%s: %s); going on without it",
+                                                name, type(exc).__name__, exc)
     if not loggers:
         return NoOpLogger()
     return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)
