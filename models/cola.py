@@ -80,8 +80,10 @@ class ColaModel(TrainerModule):
 
     def validation_step(self, batch, batch_idx):
         outputs = self._forward_batch(batch)
-        self.log("valid/loss", outputs.loss, prog_bar=True, on_step=True)
         logits, labels, idx = self.all_gather_for_metrics((outputs.logits, batch["labels"], batch["idx"]))
+        # From the gathered batch, so every dev sentence counts once whatever the number of processes.
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        self.log("valid/loss", loss, prog_bar=True, on_step=True, batch_size=len(labels))
         preds = logits.argmax(-1)
         for metric in (self.val_accuracy_metric, self.precision_macro_metric, self.recall_macro_metric,
                        self.precision_micro_metric, self.recall_micro_metric, self.f1_metric):

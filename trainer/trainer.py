@@ -115,6 +115,8 @@ class Trainer:
 
         if precision not in _PRECISION:
             raise ValueError(f"precision must be one of {', '.join(_PRECISION)}, got {precision!r}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            cpu = True  # torchrun on CPUs: Accelerate only sets up gloo processes when told to use the CPU
         self.accelerator = Accelerator(
             gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu
         )

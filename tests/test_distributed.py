@@ -1,0 +1,60 @@
+"""Two CPU processes (gloo, started by torchrun as `accelerate launch` would) against one."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_script, tiny_bert
+
+
+def torchrun(script, *args, cwd):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "scripts" / script), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tiny_bert(tiny_tokenizer, seed=3).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_gives_the_same_metrics_and_examples_with_one_and_two_processes(tmp_path, model_dir, tiny_cola):
+    common = ["--checkpoint", str(model_dir), "--data-dir", str(tiny_cola), "--output-dir", str(tmp_path),
+              "--batch-size", "3"]  # 20 dev rows: 7 batches, so the last one is padded across 2 processes
+    one = run_script("evaluate.py", *common, "--run-name", "one", cwd=tmp_path)
+    two = torchrun("evaluate.py", *common, "--run-name", "two", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    m1 = json.loads(one.stdout.strip().splitlines()[-1])
+    lines = [line for line in two.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only the main process prints
+    m2 = json.loads(lines[0])
+    assert m1.keys() == m2.keys()
+    for name in m1:
+        assert m2[name] == pytest.approx(m1[name], abs=1e-6), name
+    t1 = pd.read_csv(tmp_path / "one" / "tables" / "examples-step0.csv")
+    t2 = pd.read_csv(tmp_path / "two" / "tables" / "examples-step0.csv")
+    pd.testing.assert_frame_equal(t1, t2)  # the whole dev set once: no padding duplicates, none missing
+    cm = pd.read_csv(tmp_path / "two" / "tables" / "Confusion_Matrix-step0.csv", index_col=0)
+    assert cm.values.sum() == 20
+
+
+def test_two_processes_make_the_same_optimizer_steps_for_the_same_global_batch(tmp_path, model_dir, tiny_cola):
+    common = ["--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-epochs", "2", "--no-progress-bar",
+              "--log-every-n-steps", "1", "--output-dir", str(tmp_path)]
+    one = run_script("train.py", *common, "--batch-size", "8", "--run-name", "one", cwd=tmp_path,
+                     env={"HF_HUB_OFFLINE": "1"})
+    two = torchrun("train.py", *common, "--batch-size", "4", "--run-name", "two", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    f1, f2 = (pd.read_csv(tmp_path / name / "metrics.csv") for name in ("one", "two"))
+    assert f1["step"].max() == f2["step"].max() == 12  # 48 rows / global batch 8 = 6 steps a epoch
+    assert f2.dropna(subset=["train/loss_step"])["step"].tolist() == list(range(1, 13))
+    assert f2["valid/acc"].count() == 2
+    hparams = (tmp_path / "two" / "hparams.yaml").read_text()
+    assert "num_processes: 2" in hparams and "global_batch_size: 8" in hparams
