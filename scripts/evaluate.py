@@ -34,11 +34,9 @@ def build_parser() -> _cli.Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from data import HUB_DATASET, ColaDataModule, resolve_data_dir
+    from data import ColaDataModule
 
-    data_dir = resolve_data_dir(args.data_dir)
-    if data_dir is None:
-        _cli.require_hub(HUB_DATASET[0], "dataset", "pass --data-dir DIR with CoLA's dev.tsv (or set COLA_DIR)")
+    data_dir = _cli.data_source(args.data_dir)
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger

@@ -213,3 +213,23 @@ def test_log_outside_a_hook_is_an_error():
     Trainer(enable_progress_bar=False)._attach(module)
     with pytest.raises(RuntimeError, match="only available inside a hook"):
         module.log("x", 1.0)
+
+
+def test_validate_and_test_run_the_evaluation_loop_alone():
+    record = []
+
+    class WithTest(Toy):
+        def test_step(self, batch, batch_idx):
+            record.append("test_step")
+            self.log("test/x", batch[0].mean())
+
+        def test_epoch_end(self, outputs):
+            record.append("test_epoch_end")
+
+    trainer = Trainer(callbacks=[Recorder(record)], enable_progress_bar=False)
+    assert trainer.test(WithTest(record), loader(batch_size=3)) == pytest.approx({"test/x": 4.5})
+    assert record == ["on_test_start", "on_test_epoch_start"] + \
+        ["on_test_batch_start", "test_step", "on_test_batch_end"] * 4 + \
+        ["test_epoch_end", "on_test_epoch_end", "on_test_end"]
+    metrics = trainer.validate(trainer.module, loader(batch_size=4))
+    assert metrics["valid/x"] == pytest.approx(4.5) and trainer.global_step == 0

@@ -334,18 +334,21 @@ class Trainer:
         return metrics
 
     def validate(self, module: TrainerModule, dataloader: DataLoader) -> dict[str, float]:
-        self._attach(module)
-        try:
-            return self._eval_epoch(self._prepare_eval(dataloader), "validation")
-        finally:
-            self.logger.finalize()
+        return self._evaluate(module, dataloader, "validation")
 
     def test(self, module: TrainerModule, dataloader: DataLoader) -> dict[str, float]:
+        return self._evaluate(module, dataloader, "test")
+
+    def _evaluate(self, module: TrainerModule, dataloader: DataLoader, stage: str) -> dict[str, float]:
         self._attach(module)
+        status = "success"
         try:
-            return self._eval_epoch(self._prepare_eval(dataloader), "test")
+            return self._eval_epoch(self._prepare_eval(dataloader), stage)
+        except BaseException:
+            status = "failed"
+            raise
         finally:
-            self.logger.finalize()
+            self.logger.finalize(status)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self, path: str) -> None:
