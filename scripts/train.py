@@ -114,7 +114,8 @@ def hyperparameters(args, data_dir, trainer) -> dict:
     import torch
     import transformers
 
-    return {**vars(args), "git_commit": _cli.git_commit(), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
+    return {**vars(args), "optimizer": "AdamW", "lr_schedule": "linear warm-up, linear decay to 0",
+            "git_commit": _cli.git_commit(), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
             "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "accelerate": accelerate.__version__}}

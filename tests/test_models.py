@@ -116,3 +116,20 @@ def test_head_learning_rate_goes_to_pooler_and_classifier(tiny_tokenizer):
     assert head == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
     decay = {names[id(p)] for g in config["optimizer"].param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert all(n.endswith("bias") or "LayerNorm" in n for n in decay)
+
+
+def test_same_seed_same_run(tmp_path, tiny_cola, tiny_tokenizer):
+    """deterministic=True as the seed passes it: two runs give the same weights and the same metrics, bit for bit."""
+    def run(name):
+        seed_everything(7, deterministic=True)
+        model = ColaModel(model=tiny_bert(tiny_tokenizer, seed=7), tokenizer=tiny_tokenizer,
+                          lr=1e-3)
+        dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, seed=7).setup()
+        trainer = Trainer(max_epochs=2, log_every_n_steps=1, logger=CSVLogger(str(tmp_path / name)),
+                          enable_progress_bar=False)
+        trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
+        return model.state_dict(), pd.read_csv(tmp_path / name / "metrics.csv")
+
+    (w1, m1), (w2, m2) = run("a"), run("b")
+    pd.testing.assert_frame_equal(m1, m2, check_exact=True)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)

@@ -135,3 +135,24 @@ def test_minilm_trains_a_few_steps_on_the_real_cola_files(tmp_path):
     examples = pd.read_csv(tmp_path / "runs" / "real" / "tables" / "examples-step3.csv")
     dev = pd.read_csv(SHARED_COLA / "dev.tsv", sep="\t", header=None, quoting=3)[3].tolist()
     assert set(examples["Sentence"]) <= set(dev)
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py"])
+def test_help_is_complete(script, tmp_path):
+    result = run_script(script, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    flags = {"train.py": ["--model", "--data-dir", "--logger", "--max-epochs", "--max-steps", "--limit-train-batches",
+                          "--limit-val-batches", "--batch-size", "--lr", "--seed", "--output-dir", "--run-name",
+                          "--log-every-n-steps", "--patience", "--wandb-project", "--wandb-mode", "--log-model",
+                          "--confusion-matrix", "--max-examples", "--precision", "--accumulate-grad-batches"],
+             "evaluate.py": ["--checkpoint", "--data-dir", "--logger"],
+             "predict.py": ["--checkpoint", "SENTENCE"]}[script]
+    for flag in flags:
+        assert flag in result.stdout, flag
+
+
+def test_a_hub_model_id_offline_is_a_one_line_error(tmp_path, tiny_cola):
+    result = run_script("train.py", "--model", "google/bert_uncased_L-2_H-128_A-2", "--data-dir", str(tiny_cola),
+                        cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    _one_line_error(result, "cannot load model 'google/bert_uncased_L-2_H-128_A-2'")
+    assert not (tmp_path / "runs").exists()
