@@ -148,13 +148,20 @@ def check_model_source(name: str) -> None:
     require_hub(name, "model", f"pass a local model folder or --model {MINILM} (weights shipped with the install)")
 
 
-def load_model(name: str, **kwargs):
-    """`ColaModel` from `name`, with a loading failure (a corrupt or partial folder) as a one-line UsageError."""
+def load_model(name: str, loader=None, **kwargs):
+    """`loader(name, **kwargs)` (default: `ColaModel(model_name=name, ...)`) after `check_model_source`, with a
+    loading failure as a one-line UsageError. Weights load through safetensors or `torch.load(weights_only=True)`
+    only (transformers' default), so a pickle that carries code is refused, never run."""
+    import pickle
+
     from models import ColaModel
 
     check_model_source(name)
     try:
-        return ColaModel(model_name=name, **kwargs)
+        return loader(name, **kwargs) if loader else ColaModel(model_name=name, **kwargs)
+    except pickle.UnpicklingError:
+        raise UsageError(f"cannot load model {name!r}: its weights are a pickle that carries code, which is never "
+                         "run; convert the checkpoint to safetensors from a trusted source") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load model {name!r}: {str(exc).strip().splitlines()[0]}") from None
 

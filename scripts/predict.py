@@ -28,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models import ColaPredictor
 
-    _cli.check_model_source(args.checkpoint)
-    try:
-        predictor = ColaPredictor(args.checkpoint)
-    except (OSError, ValueError) as exc:
-        raise _cli.UsageError(f"cannot load model {args.checkpoint!r}: {str(exc).strip().splitlines()[0]}") from None
+    predictor = _cli.load_model(args.checkpoint, loader=ColaPredictor)
     for scores in predictor.predict(args.sentences):
         print(json.dumps(scores))
     return 0

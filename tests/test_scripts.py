@@ -156,3 +156,24 @@ def test_a_hub_model_id_offline_is_a_one_line_error(tmp_path, tiny_cola):
                         cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     _one_line_error(result, "cannot load model 'google/bert_uncased_L-2_H-128_A-2'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, model_dir):
+    import shutil
+
+    import torch
+
+    evil = tmp_path / "evil"
+    shutil.copytree(model_dir, evil)
+    (evil / "model.safetensors").unlink()
+    marker = tmp_path / "MARKER"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # unpickling this creates the marker file
+
+    torch.save({"bert.embeddings.word_embeddings.weight": Payload()}, evil / "pytorch_model.bin")
+    for script, extra in (("evaluate.py", []), ("predict.py", ["A sentence."])):
+        result = run_script(script, "--checkpoint", str(evil), *extra, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+        _one_line_error(result, "a pickle that carries code")
+        assert not marker.exists()
