@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger
-    from trainer import BestScores, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
+    from trainer import BestScores, EarlyStopping, ModelCheckpoint, NonFiniteLossError, Trainer, seed_everything
 
     seed_everything(args.seed, deterministic=True)
     model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process, **_cli.logger_options(args, run_name))
     trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
 
-    trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader())
+    try:
+        trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader())
+    except NonFiniteLossError as exc:
+        kept = f"the last good checkpoint is {os.path.abspath(checkpoint.best_model_path)}" \
+            if checkpoint.best_model_path else "no checkpoint was written before it"
+        print(f"error: {exc}; {kept}. Try a lower --lr.", file=sys.stderr)
+        return 1
 
     if trainer.is_main_process:
         print(f"run folder: {os.path.abspath(run_dir)}")

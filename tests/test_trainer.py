@@ -233,3 +233,23 @@ def test_validate_and_test_run_the_evaluation_loop_alone():
         ["test_epoch_end", "on_test_epoch_end", "on_test_end"]
     metrics = trainer.validate(trainer.module, loader(batch_size=4))
     assert metrics["valid/x"] == pytest.approx(4.5) and trainer.global_step == 0
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from trainer import NonFiniteLossError
+
+    class Diverges(Toy):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step == 3 else loss  # the batch that makes step 4
+
+    checkpoint = ModelCheckpoint(monitor="valid/x")
+    trainer = Trainer(max_epochs=3, log_every_n_steps=2, callbacks=[checkpoint], default_root_dir=str(tmp_path),
+                      enable_progress_bar=False)
+    with pytest.raises(NonFiniteLossError, match="the training loss became nan at step 4"):
+        trainer.fit(Diverges(dropout=0.0), loader(), loader())
+    assert trainer.global_step == 4 and checkpoint.best_step == 3
+    weights = load_file(tmp_path / "checkpoints" / "best" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())

@@ -1,7 +1,7 @@
 """A generic training loop on Accelerate with Lightning's hooks; it knows no dataset and no model family."""
 from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint
 from trainer.module import TrainerModule
-from trainer.trainer import Trainer
+from trainer.trainer import NonFiniteLossError, Trainer
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -12,4 +12,4 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     set_seed(seed, deterministic=deterministic)
 
 
-__all__ = ["BestScores", "Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "Trainer", "seed_everything"]
+__all__ = ["BestScores", "Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]

@@ -80,6 +80,14 @@ def _limit(dataloader: DataLoader, limit: int | None) -> DataLoader:
     )
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stopped at `step`."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"the training loss became {value} at step {step}; training stopped")
+        self.step, self.value = step, value
+
+
 class _StepDispatch(torch.nn.Module):
     """Makes `training_step` and friends the wrapper's `forward`, as Lightning does: a step called on a bare
     module would bypass DistributedDataParallel's gradient synchronisation and Accelerate's autocast."""
@@ -143,6 +151,7 @@ class Trainer:
         self._results = Results()
         self._current_hook: str | None = None
         self._progress = None
+        self._bad_loss: torch.Tensor | None = None  # [first step with a non-finite loss, that loss], -1 while none
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def _call(self, hook: str, *args: Any) -> None:
@@ -262,6 +271,7 @@ class Trainer:
             with self.accelerator.accumulate(self._model):
                 out = self._step_fn("training_step", batch, batch_idx)
                 loss = out["loss"] if isinstance(out, dict) else out
+                self._watch_loss(loss)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:
                     self._optimizer_step()
@@ -273,6 +283,7 @@ class Trainer:
                 break
         self._results.batch = None
         self._progress_close()
+        self._check_loss()
         self._step_fn("training_epoch_end", outputs)
         self._call("on_train_epoch_end")
         if self.lr_scheduler is not None and self.scheduler_interval == "epoch":
@@ -284,6 +295,22 @@ class Trainer:
             self._progress.close()
             self._progress = None
 
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the first step whose loss was not finite; `_check_loss` reads it back only when
+        a row is written, so the hot path has no host sync."""
+        bad = ~torch.isfinite(loss.detach().float())
+        step = torch.tensor(float(self.global_step + 1), device=loss.device)
+        if self._bad_loss is None:
+            self._bad_loss = torch.full((2,), -1.0, device=loss.device)
+        first = self._bad_loss[0] < 0
+        self._bad_loss = torch.where(first & bad, torch.stack([step, loss.detach().float()]), self._bad_loss)
+
+    def _check_loss(self) -> None:
+        if self._bad_loss is not None:
+            step, value = self._bad_loss.tolist()
+            if step >= 0:
+                raise NonFiniteLossError(int(step), value)
+
     def _optimizer_step(self) -> None:
         if self.gradient_clip_val:
             self.accelerator.clip_grad_norm_(self._model.parameters(), self.gradient_clip_val)
@@ -294,6 +321,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         if self.global_step % self.log_every_n_steps == 0:
+            self._check_loss()
             metrics = self._results.pop_step()
             self._write(metrics)
             self._update_progress(metrics)
