@@ -37,11 +37,13 @@ class ColaModel(TrainerModule):
         head_lr: float | None = None,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        dropout: float | None = None,
         model=None,
         tokenizer=None,
     ) -> None:
         """`model`/`tokenizer` may be given ready-made (tests build tiny random BERTs); otherwise both are loaded
-        from `model_name`. `head_lr` is the learning rate of the freshly initialised pooler and classifier."""
+        from `model_name`. `head_lr` is the learning rate of the freshly initialised pooler and classifier; `dropout`
+        overrides the checkpoint's hidden and attention dropout."""
         super().__init__()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -49,8 +51,10 @@ class ColaModel(TrainerModule):
         self.weight_decay, self.warmup_ratio = weight_decay, warmup_ratio
         path = resolve_model_path(model_name)
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+        overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         self.model = model if model is not None else AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
+            path, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+            label2id={n: i for i, n in enumerate(LABELS)}, **overrides,
         )
         n = len(LABELS)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scripts import _cli  # noqa: E402
 
 DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.1,
-                weight_decay=0.01)
+                weight_decay=0.01, dropout=None)
 
 
 def build_parser() -> _cli.Parser:
@@ -43,6 +43,9 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--warmup-ratio", type=float, default=DEFAULTS["warmup_ratio"],
                    help="fraction of steps with linear warm-up, then linear decay to 0 (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")
+    p.add_argument("--dropout", type=_cli.probability_or_none, default=DEFAULTS["dropout"],
+                   help="hidden and attention dropout of the encoder; 'none' keeps the checkpoint's (default: "
+                        "%(default)s)")
     p.add_argument("--accumulate-grad-batches", type=_cli.positive_int, default=1, help="(default: %(default)s)")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                    help="32, or mixed precision bf16/16 through Accelerate (default: %(default)s)")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seed_everything(args.seed, deterministic=True)
     model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-                            warmup_ratio=args.warmup_ratio)
+                            warmup_ratio=args.warmup_ratio, dropout=args.dropout)
     datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed).setup()
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model)
