@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts import _cli  # noqa: E402
 
-DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=1e-3, warmup_ratio=0.1,
-                weight_decay=0.01, dropout=None)
+DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=None, warmup_ratio=0.1,
+                weight_decay=0.01, dropout=0.0)
 
 
 def build_parser() -> _cli.Parser:
@@ -39,7 +39,7 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--lr", type=_cli.positive_float, default=DEFAULTS["lr"],
                    help="peak learning rate of the encoder (default: %(default)s)")
     p.add_argument("--head-lr", type=_cli.positive_float, default=DEFAULTS["head_lr"],
-                   help="peak learning rate of the pooler and classifier, which start untrained (default: %(default)s)")
+                   help="peak learning rate of the pooler and classifier, which start untrained (default: --lr)")
     p.add_argument("--warmup-ratio", type=float, default=DEFAULTS["warmup_ratio"],
                    help="fraction of steps with linear warm-up, then linear decay to 0 (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")
@@ -53,9 +53,10 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
     p.add_argument("--log-every-n-steps", type=_cli.positive_int, default=10, help="(default: %(default)s)")
-    p.add_argument("--monitor", default="valid/loss",
-                   help="metric that picks the best checkpoint and drives early stopping (default: %(default)s)")
-    p.add_argument("--monitor-mode", choices=["min", "max"], default="min", help="(default: %(default)s)")
+    p.add_argument("--monitor", default="valid/mcc",
+                   help="metric that picks the best checkpoint and drives early stopping; the post used "
+                        "valid/loss with --monitor-mode min (default: %(default)s, CoLA's official metric)")
+    p.add_argument("--monitor-mode", choices=["min", "max"], default="max", help="(default: %(default)s)")
     p.add_argument("--patience", type=_cli.positive_int, default=3,
                    help="early stopping: validations without improvement before stopping (default: %(default)s)")
     p.add_argument("--max-examples", type=_cli.positive_int, default=None,

@@ -46,8 +46,8 @@ def test_train_writes_the_run_folder(train_run):
 
 def test_evaluate_reproduces_the_best_validation(train_run, tiny_cola, tmp_path):
     _, run = train_run
-    frame = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/loss_epoch"])
-    best_row = frame.loc[frame["valid/loss_epoch"].idxmin()]
+    frame = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/mcc"])
+    best_row = frame.loc[frame["valid/mcc"].idxmax()]  # train.py keeps the best valid/mcc by default
     result = run_script("evaluate.py", "--checkpoint", str(run / "checkpoints" / "best"), "--data-dir",
                         str(tiny_cola), "--output-dir", str(tmp_path), "--run-name", "ev", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
