@@ -118,15 +118,13 @@ class ColaDataModule:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
 
     def train_dataloader(self):
-        import torch
         from torch.utils.data import DataLoader
-        from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        sampler = LengthGroupedSampler(
-            self.batch_size, lengths=self._lengths("train"), generator=torch.Generator().manual_seed(self.seed)
-        )
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=self._collator(), num_workers=self.num_workers)
+        from data.sampling import LengthGroupedBatchSampler
+
+        sampler = LengthGroupedBatchSampler(self._lengths("train"), self.batch_size, seed=self.seed)
+        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self._collator(),
+                          num_workers=self.num_workers)
 
     def val_dataloader(self):
         from torch.utils.data import DataLoader

@@ -115,6 +115,7 @@ class ColaModel(TrainerModule):
         self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), LABELS,
                                          step=self.global_step, probs=probs)
         self.logger.log_roc_curve("roc", labels.tolist(), probs, LABELS, step=self.global_step)
+        self.logger.log_pr_curve("pr", labels.tolist(), probs, LABELS, step=self.global_step)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

@@ -82,7 +82,7 @@ def comma_list(choices):
 def add_logger_args(p: argparse.ArgumentParser) -> None:
     """--logger and the W&B backend's options, shared by train.py and evaluate.py."""
     p.add_argument("--logger", type=logger_spec, default="csv",
-                   help="tracking backends, comma-separated: csv, wandb, none (default: %(default)s)")
+                   help="tracking backends, comma-separated: csv, wandb, tensorboard, none (default: %(default)s)")
     g = p.add_argument_group("Weights & Biases (--logger wandb)")
     g.add_argument("--wandb-project", default="MLOps Basics", help="(default: %(default)s)")
     g.add_argument("--wandb-entity", default=None, help="team or user (default: your default entity)")

@@ -111,12 +111,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if trainer.is_main_process:
         print(f"run folder: {os.path.abspath(run_dir)}")
+        if "csv" in args.logger.split(","):
+            write_report(run_dir)
         if checkpoint.best_model_path:
             print(f"best checkpoint: {os.path.abspath(checkpoint.best_model_path)} "
                   f"({args.monitor}={checkpoint.best_score:.4f} at step {checkpoint.best_step})")
         best = {k: round(v, 4) for k, v in checkpoint.best_metrics.items() if k.startswith("valid/")}
         print(json.dumps({"best": best, "step": checkpoint.best_step}))
     return 0
+
+
+def write_report(run_dir: str) -> None:
+    """report.html in the run folder; a failure here costs the report, never the finished run."""
+    from tracking.report import build_report
+
+    try:
+        print(f"report: {os.path.abspath(build_report([run_dir], os.path.join(run_dir, 'report.html')))}")
+    except Exception as exc:
+        print(f"warning: could not write report.html ({type(exc).__name__}: {exc}); "
+              f"try: python scripts/report.py {run_dir}", file=sys.stderr)
 
 
 def hyperparameters(args, data_dir, trainer) -> dict:

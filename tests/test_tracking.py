@@ -8,6 +8,8 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from tracking import CSVLogger, ExperimentLogger, MultiLogger, NoOpLogger, build_logger, parse_logger_names
+from tracking.guard import GuardedLogger
+from tracking.tensorboard_logger import TensorBoardLogger
 from tracking.wandb_logger import WandbLogger
 
 
@@ -90,10 +92,10 @@ def _interface_methods():
             if getattr(fn, "__isabstractmethod__", False)]
 
 
-@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger])
+@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger, GuardedLogger, TensorBoardLogger])
 def test_every_backend_implements_the_whole_interface(cls):
     assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image",
-                                         "log_confusion_matrix", "log_roc_curve", "log_summary", "log_artifact",
+                                         "log_confusion_matrix", "log_roc_curve", "log_pr_curve", "log_summary", "log_artifact",
                                          "finalize"}
     assert not cls.__abstractmethods__
 
@@ -129,7 +131,7 @@ def test_multi_logger_forwards_every_call_to_every_backend(tmp_path):
 
 def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
     assert parse_logger_names("csv, none,csv") == ["csv", "none"]
-    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none, wandb"):
+    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none, tensorboard, wandb"):
         parse_logger_names("csv,tensorbord")
     assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True).backend, CSVLogger)
     assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)

@@ -65,6 +65,10 @@ class ExperimentLogger(ABC):
         """One-vs-rest ROC curve per class from labels and an N x classes array of probabilities."""
 
     @abstractmethod
+    def log_pr_curve(self, key: str, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
+        """One-vs-rest precision-recall curve per class, from the same inputs as `log_roc_curve`."""
+
+    @abstractmethod
     def log_summary(self, values: Mapping[str, Any]) -> None:
         """Run-level values (best scores and their steps), kept apart from the per-step metrics."""
 
@@ -121,6 +125,9 @@ class NoOpLogger(ExperimentLogger):
         pass
 
     def log_roc_curve(self, key, y_true, probs, class_names, step):
+        pass
+
+    def log_pr_curve(self, key, y_true, probs, class_names, step):
         pass
 
     def log_summary(self, values):

@@ -21,8 +21,8 @@ import yaml
 
 from tracking.base import ExperimentLogger, safe_name
 from tracking.secrets import scrub
-from tracking.plots import (confusion_matrix_figure, confusion_matrix_frame, image_to_pil, roc_curve_figure,
-                            roc_curve_frame)
+from tracking.plots import (confusion_matrix_figure, confusion_matrix_frame, curve_figure, image_to_pil,
+                            pr_curve_frame, roc_curve_frame)
 
 FIXED_COLUMNS = ("epoch", "step")
 
@@ -136,9 +136,14 @@ class CSVLogger(ExperimentLogger):
 
     def log_roc_curve(self, key, y_true, probs, class_names, step) -> None:
         frame = roc_curve_frame(y_true, probs, class_names)
-        path = self._path("tables", key, step, ".csv")
-        _replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
-        self.log_image(key, roc_curve_figure(frame), step)
+        self.log_table(key, frame, step)
+        self.log_image(key, curve_figure(frame, "fpr", "tpr", "auc", "AUC", "ROC curve", diagonal=True), step)
+
+    def log_pr_curve(self, key, y_true, probs, class_names, step) -> None:
+        frame = pr_curve_frame(y_true, probs, class_names)
+        self.log_table(key, frame, step)
+        self.log_image(key, curve_figure(frame, "recall", "precision", "average_precision", "AP",
+                                         "Precision-recall curve"), step)
 
     def log_summary(self, values) -> None:
         self._summary.update(_plain(dict(values)))

@@ -28,7 +28,14 @@ def _wandb(run_dir: str, **options) -> ExperimentLogger:
     return WandbLogger(run_dir, **{k: v for k, v in options.items() if k in known and v is not None})
 
 
-BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none, "wandb": _wandb}
+def _tensorboard(run_dir: str, **_options) -> ExperimentLogger:
+    from tracking.tensorboard_logger import TensorBoardLogger
+
+    return TensorBoardLogger(run_dir)
+
+
+BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none, "tensorboard": _tensorboard,
+                                                        "wandb": _wandb}
 
 
 def parse_logger_names(spec: str | Sequence[str]) -> list[str]:

@@ -55,6 +55,9 @@ class GuardedLogger(ExperimentLogger):
     def log_roc_curve(self, key, y_true, probs, class_names, step):
         self._guard("log_roc_curve", key, y_true, probs, class_names, step)
 
+    def log_pr_curve(self, key, y_true, probs, class_names, step):
+        self._guard("log_pr_curve", key, y_true, probs, class_names, step)
+
     def log_summary(self, values):
         self._guard("log_summary", values)
 

@@ -42,6 +42,9 @@ class MultiLogger(ExperimentLogger):
     def log_roc_curve(self, key, y_true, probs, class_names, step):
         self._each("log_roc_curve", key, y_true, probs, class_names, step)
 
+    def log_pr_curve(self, key, y_true, probs, class_names, step):
+        self._each("log_pr_curve", key, y_true, probs, class_names, step)
+
     def log_summary(self, values):
         self._each("log_summary", values)
 

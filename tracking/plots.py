@@ -43,16 +43,32 @@ def roc_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) ->
     return pd.concat(frames, ignore_index=True)
 
 
-def roc_curve_figure(frame: pd.DataFrame):
+def pr_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
+    """One-vs-rest precision-recall points per class: class, recall, precision, average_precision."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    frames = []
+    for index, name in enumerate(class_names):
+        precision, recall, _ = precision_recall_curve(y_true == index, probs[:, index])
+        ap = average_precision_score(y_true == index, probs[:, index])
+        frames.append(pd.DataFrame({"class": name, "recall": recall, "precision": precision, "average_precision": ap}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def curve_figure(frame: pd.DataFrame, x: str, y: str, score: str, score_label: str, title: str,
+                 diagonal: bool = False):
+    """One line per class of a `roc_curve_frame` or `pr_curve_frame`, the class's area score in the legend."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
     for name, curve in frame.groupby("class", sort=False):
-        ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUC {curve['auc'].iloc[0]:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve")
-    ax.legend(loc="lower right")
+        ax.plot(curve[x], curve[y], label=f"{name} ({score_label} {curve[score].iloc[0]:.3f})")
+    if diagonal:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right" if diagonal else "lower left")
     fig.tight_layout()
     return fig
 

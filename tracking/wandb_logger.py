@@ -164,6 +164,10 @@ class WandbLogger(ExperimentLogger):
         self._log({key: self._wandb.plot.roc_curve([int(v) for v in y_true], [list(map(float, r)) for r in probs],
                                                    labels=list(class_names))}, step)
 
+    def log_pr_curve(self, key, y_true, probs, class_names, step) -> None:
+        self._log({key: self._wandb.plot.pr_curve([int(v) for v in y_true], [list(map(float, r)) for r in probs],
+                                                  labels=list(class_names))}, step)
+
     def log_artifact(self, path: str, name: str, type: str = "model", aliases=()) -> None:
         artifact = self._wandb.Artifact(name=name, type=type)
         if os.path.isdir(path):

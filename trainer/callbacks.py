@@ -88,6 +88,9 @@ class ModelCheckpoint(_Monitor):
         trainer.save_checkpoint(self.best_model_path)
 
     def on_fit_end(self, trainer, module):
+        if self.best_model_path:
+            trainer.logger.log_summary({"checkpoint/path": self.best_model_path, "checkpoint/monitor": self.monitor,
+                                        "checkpoint/score": self.best_score, "checkpoint/step": self.best_step})
         if self.log_model and self.best_model_path:
             trainer.logger.log_artifact(self.best_model_path, name=self.artifact_name, type="model",
                                         aliases=("best", "latest"))

@@ -1,0 +1,129 @@
+"""The HTML report: self-contained, right content, and working in a real (headless Chromium) browser."""
+import base64
+import io
+import re
+import shutil
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_script, tiny_bert
+from data import ColaDataModule
+from models import ColaModel, SamplesVisualisationLogger
+from tracking import CSVLogger
+from tracking.report import build_report
+from trainer import BestScores, ModelCheckpoint, Trainer, seed_everything
+
+
+def train_run(run_dir, tiny_cola, tokenizer, lr, epochs=2, make_logger=CSVLogger):
+    seed_everything(0)
+    model = ColaModel(model=tiny_bert(tokenizer), tokenizer=tokenizer, lr=lr)
+    dm = ColaDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=8).setup()
+    logger = make_logger(str(run_dir))
+    logger.log_hyperparams({"lr": lr, "batch_size": 8, "model": {"name": "tiny-bert"}})
+    trainer = Trainer(max_epochs=epochs, log_every_n_steps=2, logger=logger, default_root_dir=str(run_dir),
+                      enable_progress_bar=False,
+                      callbacks=[ModelCheckpoint(monitor="valid/mcc", mode="max"),
+                                 SamplesVisualisationLogger(dm.sentences["validation"]),
+                                 BestScores({"valid/loss": "min", "valid/mcc": "max"})])
+    trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_cola, tiny_tokenizer):
+    base = tmp_path_factory.mktemp("report-runs")
+    return [train_run(base / "run-a", tiny_cola, tiny_tokenizer, 1e-3),
+            train_run(base / "run-b", tiny_cola, tiny_tokenizer, 3e-3, epochs=3)]
+
+
+def images(document):
+    return re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', document)
+
+
+def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
+    run = runs[0]
+    path = build_report([str(run)], str(tmp_path / "report.html"))
+    document = open(path, encoding="utf-8").read()
+    assert not re.search(r'(src|href)="(https?:)?//', document)  # no CDN, no remote font or script
+    pngs = images(document)
+    # training loss, training accuracy, 8 validation metrics, confusion matrix, ROC, precision-recall
+    assert len(pngs) == 13
+    for data in pngs:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    summary = __import__("yaml").safe_load((run / "summary.yaml").read_text())
+    step = summary["checkpoint/step"]
+    examples = pd.read_csv(run / "tables" / f"examples-step{step}.csv")
+    table = re.search(r'<table[^>]*id="examples-run-a".*?</table>', document, re.S).group(0)
+    assert table.count("<tr>") - 1 == len(examples)  # one header row
+    assert f"at step {step}" in document and str(run / "checkpoints" / "best") in document
+    assert "batch_size" in document and "model.name" in document and "tiny-bert" in document
+
+
+def test_several_runs_are_compared(runs, tmp_path):
+    document = open(build_report([str(r) for r in runs], str(tmp_path / "c.html")), encoding="utf-8").read()
+    compare = re.search(r'<table[^>]*id="compare".*?</table>', document, re.S).group(0)
+    assert compare.count("<tr>") == 3 and "run-a" in compare and "run-b" in compare
+    assert len(images(document)) == 10 + 2 * 3  # overlaid curves once, then each run's matrix, ROC, PR
+
+
+def test_report_script_and_a_folder_that_is_not_a_run(runs, tmp_path):
+    result = run_script("report.py", str(runs[0]), str(runs[1]), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"report: {tmp_path / 'r.html'}"
+    result = run_script("report.py", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "not a run folder (no metrics.csv)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs "
+                                                       "them: apt-get install chromium chromium-driver)")
+def test_report_in_headless_chromium(runs, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    run = runs[0]
+    path = build_report([str(run)], str(tmp_path / "report.html"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        driver.get(f"file://{path}")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        assert driver.execute_script("return document.images.length") == 13 and broken == 0
+
+        step = __import__("yaml").safe_load((run / "summary.yaml").read_text())["checkpoint/step"]
+        examples = pd.read_csv(run / "tables" / f"examples-step{step}.csv")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#examples-run-a tbody tr")
+        assert len(rows) == len(examples) > 1
+
+        header = driver.find_element(By.XPATH, "//table[@id='examples-run-a']//th[text()='Probability']")
+        header.click()
+        shown = [float(r.find_elements(By.TAG_NAME, "td")[3].text) for r in
+                 driver.find_elements(By.CSS_SELECTOR, "#examples-run-a tbody tr")]
+        assert shown == sorted(shown)
+        word = examples["Sentence"].iloc[0].split()[0]
+        driver.find_element(By.CSS_SELECTOR, "input.filter").send_keys(word)
+        visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#examples-run-a tbody tr") if r.is_displayed()]
+        assert len(visible) == examples["Sentence"].str.lower().str.contains(word.lower(), regex=False).sum()
+        assert driver.get_log("browser") == []
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        with Image.open(tmp_path / "report.png") as shot:
+            assert shot.size[0] > 1000
+    finally:
+        driver.quit()
