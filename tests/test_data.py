@@ -78,3 +78,30 @@ def test_training_order_is_seeded(tiny_cola, tiny_tokenizer):
     assert first == order(1)
     assert first[0] != first[1]  # a new order each epoch
     assert first != order(2)
+
+
+def test_length_grouped_batches_pad_little_and_come_in_random_order():
+    import random
+
+    from data.sampling import LengthGroupedBatchSampler
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 40) for _ in range(3200)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=16, seed=5)
+    first, second = list(sampler), list(sampler)  # two epochs
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(3200))
+        assert len(epoch) == len(sampler) == 200
+    assert first != second
+    assert LengthGroupedBatchSampler(lengths, 16, seed=5).batches(1) == second  # a function of (seed, epoch)
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = list(range(3200))
+    rng.shuffle(shuffled)
+    assert padding(first) < 0.1 * padding([shuffled[i:i + 16] for i in range(0, 3200, 16)])
+    # neighbouring batches are not a long-to-short run (transformers' LengthGroupedSampler: ~every pair decreases)
+    means = [sum(lengths[i] for i in b) / len(b) for b in first]
+    decreasing = sum(a > b for a, b in zip(means, means[1:])) / (len(means) - 1)
+    assert 0.3 < decreasing < 0.7

@@ -57,7 +57,7 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     step = summary["checkpoint/step"]
     examples = pd.read_csv(run / "tables" / f"examples-step{step}.csv")
     table = re.search(r'<table[^>]*id="examples-run-a".*?</table>', document, re.S).group(0)
-    assert table.count("<tr>") - 1 == len(examples)  # one header row
+    assert table.count("<tr") - 1 == len(examples)  # one header row
     assert f"at step {step}" in document and str(run / "checkpoints" / "best") in document
     assert "batch_size" in document and "model.name" in document and "tiny-bert" in document
 
@@ -65,7 +65,7 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
 def test_several_runs_are_compared(runs, tmp_path):
     document = open(build_report([str(r) for r in runs], str(tmp_path / "c.html")), encoding="utf-8").read()
     compare = re.search(r'<table[^>]*id="compare".*?</table>', document, re.S).group(0)
-    assert compare.count("<tr>") == 3 and "run-a" in compare and "run-b" in compare
+    assert compare.count("<tr") == 3 and "run-a" in compare and "run-b" in compare
     assert len(images(document)) == 10 + 2 * 3  # overlaid curves once, then each run's matrix, ROC, PR
 
 
