@@ -138,3 +138,41 @@ class NoOpLogger(ExperimentLogger):
 
     def finalize(self, status="success"):
         pass
+
+
+class ForwardingLogger(ExperimentLogger):
+    """Every interface method as one call to `_forward(method, *args, **kwargs)`: the base of wrappers such as the
+    fan-out and the failure guard, which treat all methods alike."""
+
+    def _forward(self, method: str, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def log_hyperparams(self, params):
+        self._forward("log_hyperparams", params)
+
+    def log_metrics(self, metrics, step):
+        self._forward("log_metrics", metrics, step)
+
+    def log_table(self, key, dataframe, step):
+        self._forward("log_table", key, dataframe, step)
+
+    def log_image(self, key, image, step):
+        self._forward("log_image", key, image, step)
+
+    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
+        self._forward("log_confusion_matrix", key, y_true, y_pred, class_names, step, probs=probs)
+
+    def log_roc_curve(self, key, y_true, probs, class_names, step):
+        self._forward("log_roc_curve", key, y_true, probs, class_names, step)
+
+    def log_pr_curve(self, key, y_true, probs, class_names, step):
+        self._forward("log_pr_curve", key, y_true, probs, class_names, step)
+
+    def log_summary(self, values):
+        self._forward("log_summary", values)
+
+    def log_artifact(self, path, name, type="model", aliases=()):
+        self._forward("log_artifact", path, name, type=type, aliases=aliases)
+
+    def finalize(self, status="success"):
+        self._forward("finalize", status)
