@@ -32,7 +32,7 @@ def train_run(tmp_path_factory, tiny_cola, model_dir):
 def test_train_writes_the_run_folder(train_run):
     result, run = train_run
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"run folder: {run}" in result.stdout
+    assert f"run folder: {run}" in result.stdout and f"report: {run / 'report.html'}" in result.stdout
     best = json.loads(result.stdout.strip().splitlines()[-1])
     frame = pd.read_csv(run / "metrics.csv")
     assert SEED_METRICS <= set(frame.columns)
@@ -41,7 +41,8 @@ def test_train_writes_the_run_folder(train_run):
     assert best["best"]["valid/mcc"] == pytest.approx(row["valid/mcc"], abs=1e-4)
     names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
     assert {"hparams.yaml", "metrics.csv", "checkpoints/best/config.json", "checkpoints/best/model.safetensors",
-            "tables/examples-step6.csv", "tables/examples-step12.csv", "plots/Confusion_Matrix-step12.png"} <= names
+            "tables/examples-step6.csv", "tables/examples-step12.csv", "plots/Confusion_Matrix-step12.png",
+            "plots/roc-step12.png", "plots/pr-step12.png", "summary.yaml", "report.html"} <= names
 
 
 def test_evaluate_reproduces_the_best_validation(train_run, tiny_cola, tmp_path):
