@@ -34,6 +34,13 @@ class ExperimentLogger(ABC):
         """Folder where this backend writes files, if it writes any."""
         return None
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue this backend's record without duplicated or missing rows."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()` taken in an earlier, interrupted process."""
+
     @abstractmethod
     def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
 

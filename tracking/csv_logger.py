@@ -99,6 +99,18 @@ class CSVLogger(ExperimentLogger):
             self._writer.writerow(row)
             self._file.flush()
 
+    def state_dict(self) -> dict:
+        return {"rows": len(self._rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Keep the first `rows` rows of the metrics.csv an interrupted run left (it may have written more after
+        its checkpoint; those rows will be logged again) and go on appending."""
+        with open(self.metrics_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            self._columns = list(reader.fieldnames or FIXED_COLUMNS)
+            self._rows = [{k: v for k, v in row.items() if v != ""} for row in reader][: state["rows"]]
+        self._rewrite()
+
     def _rewrite(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -37,6 +37,12 @@ class GuardedLogger(ForwardingLogger):
             log.warning("tracking: the %s logger failed in %s; it is off for the rest of the run, training goes on",
                         self.name, self.failure)
 
+    def state_dict(self) -> dict:
+        return self.backend.state_dict() if self.failure is None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._forward("load_state_dict", state)
+
     def finalize(self, status="success"):
         if self.failure is None:
             self._forward("finalize", status)

@@ -99,6 +99,10 @@ class ModelCheckpoint(_Monitor):
         return {"best_score": self.best_score, "best_step": self.best_step, "best_model_path": self.best_model_path,
                 "best_metrics": self.best_metrics}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.best_step = state["best_score"], state["best_step"]
+        self.best_model_path, self.best_metrics = state["best_model_path"], dict(state["best_metrics"])
+
 
 class EarlyStopping(_Monitor):
     """Request a stop when `monitor` has not improved for `patience` validations in a row."""
@@ -122,6 +126,10 @@ class EarlyStopping(_Monitor):
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "wait_count": self.wait_count, "stopped_step": self.stopped_step}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.wait_count, self.stopped_step = state["best_score"], state["wait_count"], \
+            state["stopped_step"]
+
 
 class BestScores(Callback):
     """The best value of each metric in `modes` ({"valid/loss": "min", ...}) and the step where it occurred, written
@@ -139,6 +147,12 @@ class BestScores(Callback):
             previous = self.best.get(name)
             if previous is None or (value < previous[0] if mode == "min" else value > previous[0]):
                 self.best[name] = (value, trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": {name: list(value) for name, value in self.best.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = {name: tuple(value) for name, value in state["best"].items()}
 
     def summary(self) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -69,6 +69,16 @@ class Results:
             if prog_bar:
                 self.prog_bar.add(epoch_name)
 
+    def state_dict(self) -> dict:
+        """Running epoch sums (tensors). Taken between training batches, where no torchmetrics Metric is pending."""
+        return {"epoch": {name: [torch.as_tensor(e.total), e.count] for name, e in self.epoch.items()
+                          if not hasattr(e.total, "compute")},
+                "prog_bar": sorted(self.prog_bar)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = {name: _EpochValue(total, count) for name, (total, count) in state["epoch"].items()}
+        self.prog_bar = set(state["prog_bar"])
+
     def pop_step(self) -> dict[str, float]:
         values = {k: float(v) for k, v in self.step.items()}
         self.step.clear()

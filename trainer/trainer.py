@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from trainer.callbacks import Callback
+from trainer.checkpoint import STATE_FILE, WEIGHTS_FILE, load_state, replace_dir, rng_state, set_rng_state
 from trainer.module import TrainerModule
 from trainer.results import Results
 
@@ -66,6 +66,10 @@ class _LimitedBatchSampler:
 
     def __len__(self) -> int:
         return min(len(self.batch_sampler), self.limit)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
 
 
 def _limit(dataloader: DataLoader, limit: int | None) -> DataLoader:
@@ -115,8 +119,11 @@ class Trainer:
         logger=None,
         default_root_dir: str = ".",
         enable_progress_bar: bool = True,
+        save_every_n_steps: int | None = None,
         cpu: bool = False,
     ) -> None:
+        """`save_every_n_steps` writes a resumable checkpoint to `<default_root_dir>/checkpoints/last` every that
+        many optimizer steps; `fit(..., ckpt_path=...)` continues from one."""
         from accelerate import Accelerator
 
         from tracking import NoOpLogger
@@ -137,6 +144,7 @@ class Trainer:
         self.logger = logger if logger is not None else NoOpLogger()
         self.default_root_dir = default_root_dir
         self.enable_progress_bar = enable_progress_bar and self.accelerator.is_main_process
+        self.save_every_n_steps = save_every_n_steps
 
         self.global_step = 0
         self.current_epoch = 0
@@ -152,6 +160,8 @@ class Trainer:
         self._current_hook: str | None = None
         self._progress = None
         self._bad_loss: torch.Tensor | None = None  # [first step with a non-finite loss, that loss], -1 while none
+        self._train_sampler = None  # the user's batch sampler, told the epoch so a resumed run sees the same order
+        self._resume: dict | None = None  # position and outputs of the epoch a checkpoint was taken in
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def _call(self, hook: str, *args: Any) -> None:
@@ -226,11 +236,16 @@ class Trainer:
             self._progress.set_postfix(shown, refresh=False)
 
     # --- the loop ---------------------------------------------------------------------------------------------
-    def fit(self, module: TrainerModule, train_dataloader: DataLoader, val_dataloader: DataLoader | None = None):
+    def fit(self, module: TrainerModule, train_dataloader: DataLoader, val_dataloader: DataLoader | None = None,
+            ckpt_path: str | None = None):
+        """Train; with `ckpt_path` (a folder `save_state` wrote), continue exactly where that checkpoint was taken."""
         self._attach(module)
+        self._train_sampler = train_dataloader.batch_sampler
         train_loader = self.accelerator.prepare_data_loader(_limit(train_dataloader, self.limit_train_batches))
         val_loader = self._prepare_eval(val_dataloader)
         self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
+        if ckpt_path is not None:
+            self._load_state(ckpt_path)
         status = "success"
         try:
             self._call("on_fit_start")
@@ -261,11 +276,21 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self._model.train()
-        self._call("on_train_epoch_start")
+        for sampler in (loader, self._train_sampler):  # the epoch fixes the order: set it, do not count on it
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.current_epoch)
+        resume, self._resume = self._resume, None
+        skip, outputs = (resume["batches_done"], resume["outputs"]) if resume else (0, [])
+        if not resume:
+            self._call("on_train_epoch_start")
         if self.enable_progress_bar:
-            self._progress = tqdm(total=len(loader), desc=f"Epoch {self.current_epoch}", dynamic_ncols=True)
-        outputs = []
-        for batch_idx, batch in enumerate(loader):
+            self._progress = tqdm(total=len(loader), initial=skip, desc=f"Epoch {self.current_epoch}",
+                                  dynamic_ncols=True)
+        batches = self.accelerator.skip_first_batches(loader, skip) if skip else loader
+        if resume:
+            batches = self._restore_rng_after_first_batch(batches, resume["rng"])
+        for batch_idx, batch in enumerate(batches, start=skip):
+            step_before = self.global_step
             self._results.batch = batch
             self._call("on_train_batch_start", batch, batch_idx)
             with self.accelerator.accumulate(self._model):
@@ -279,6 +304,9 @@ class Trainer:
             self._call("on_train_batch_end", out, batch, batch_idx)
             if self._progress is not None:
                 self._progress.update(1)
+            if self.save_every_n_steps and self.global_step != step_before and \
+                    self.global_step % self.save_every_n_steps == 0:
+                self.save_state(os.path.join(self.default_root_dir, "checkpoints", "last"), batch_idx + 1, outputs)
             if self.should_stop or self._reached_max_steps():
                 break
         self._results.batch = None
@@ -379,17 +407,65 @@ class Trainer:
             self.logger.finalize(status)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
+    def _unwrapped(self) -> TrainerModule:
+        return self.accelerator.unwrap_model(self._model).module
+
     def save_checkpoint(self, path: str) -> None:
         """Write the module with its `save_pretrained` on the main process, replacing `path` atomically: the new
         folder is written beside it and renamed in, so a crash mid-write leaves the previous one intact."""
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
-            module = self.accelerator.unwrap_model(self._model).module
-            tmp, old = f"{path}.tmp", f"{path}.old"
-            shutil.rmtree(tmp, ignore_errors=True)
-            module.save_pretrained(tmp)
-            if os.path.exists(path):
-                os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(self._unwrapped().save_pretrained, path)
         self.accelerator.wait_for_everyone()
+
+    def save_state(self, path: str, batches_done: int, outputs: list) -> None:
+        """A resumable checkpoint taken after an optimizer step: weights, optimizer, scheduler, position in the
+        epoch, RNG states, `self.log` sums, callback and logger state (see `trainer/checkpoint.py`)."""
+        from safetensors.torch import save_model
+
+        state = {
+            "global_step": self.global_step, "epoch": self.current_epoch, "batches_done": batches_done,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "rng": rng_state(), "results": self._results.state_dict(), "outputs": outputs,
+            "callback_metrics": dict(self.callback_metrics), "bad_loss": self._bad_loss,
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "logger": self.logger.state_dict(),
+        }
+        self.accelerator.wait_for_everyone()
+        if self.is_main_process:
+            def write(tmp):
+                save_model(self._unwrapped(), os.path.join(tmp, WEIGHTS_FILE))
+                torch.save(state, os.path.join(tmp, STATE_FILE))
+
+            replace_dir(write, path)
+        self.accelerator.wait_for_everyone()
+
+    def _load_state(self, path: str) -> None:
+        from safetensors.torch import load_model
+
+        state = load_state(path)
+        load_model(self._unwrapped(), os.path.join(path, WEIGHTS_FILE), device=str(self.accelerator.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.global_step, self.current_epoch = state["global_step"], state["epoch"]
+        self.callback_metrics = dict(state["callback_metrics"])
+        self._bad_loss = state["bad_loss"]
+        self._results.load_state_dict(state["results"])
+        for callback, callback_state in zip(self.callbacks, state["callbacks"]):
+            if callback_state is not None and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(callback_state)
+        self.logger.load_state_dict(state["logger"])
+        self._resume = {"batches_done": state["batches_done"], "outputs": state["outputs"], "rng": state["rng"]}
+
+    @staticmethod
+    def _restore_rng_after_first_batch(batches, rng):
+        """Starting a DataLoader iterator draws from torch's global RNG; the interrupted run drew at the start of
+        the epoch, before its checkpoint. So restore the RNG states only once the new iterator has started."""
+        iterator = iter(batches)
+        first = next(iterator, None)
+        set_rng_state(rng)
+        if first is not None:
+            yield first
+            yield from iterator

@@ -1,0 +1,80 @@
+"""Resumable checkpoints: an interrupted run continued from its last checkpoint ends exactly like an uninterrupted
+one (bit for bit on CPU), and metrics.csv has no duplicated and no missing rows."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, tiny_bert
+from data import ColaDataModule
+from models import ColaModel, SamplesVisualisationLogger
+from tracking import CSVLogger
+from trainer import BestScores, Callback, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
+from trainer.checkpoint import STATE_FILE, load_state
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise Crash
+
+
+def run(run_dir, tiny_cola, tokenizer, crash_at=None, resume=False, init_seed=0):
+    seed_everything(1, deterministic=True)
+    model = ColaModel(model=tiny_bert(tokenizer, seed=init_seed), tokenizer=tokenizer, lr=2e-3, dropout=0.1)
+    model.model.config.hidden_dropout_prob = 0.1
+    dm = ColaDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=5, seed=1).setup()
+    callbacks = [ModelCheckpoint(monitor="valid/mcc", mode="max"), EarlyStopping(monitor="valid/loss", patience=5),
+                 SamplesVisualisationLogger(dm.sentences["validation"]), BestScores({"valid/mcc": "max"})]
+    if crash_at:
+        callbacks.append(CrashAt(crash_at))
+    trainer = Trainer(max_epochs=3, log_every_n_steps=3, accumulate_grad_batches=2, save_every_n_steps=2,
+                      logger=CSVLogger(str(run_dir)), default_root_dir=str(run_dir), callbacks=callbacks,
+                      enable_progress_bar=False)
+    trainer.fit(model, dm.train_dataloader(), dm.val_dataloader(),
+                ckpt_path=str(run_dir / "checkpoints" / "last") if resume else None)
+    return model, trainer
+
+
+# 48 rows / batch 5 = 10 batches an epoch, 5 optimizer steps (accumulating 2), checkpoints every 2 steps. The crash
+# comes before the step's own checkpoint: at 3 the last one is mid-epoch, at 5 one step back, at 11 it was taken on
+# the last batch of epoch 1, before that epoch's end and validation rows (which must not be logged twice).
+@pytest.mark.parametrize("crash_at, checkpoint_step", [(3, 2), (5, 4), (11, 10)])
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, tiny_cola, tiny_tokenizer, crash_at, checkpoint_step):
+    full, full_trainer = run(tmp_path / "full", tiny_cola, tiny_tokenizer)
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", tiny_cola, tiny_tokenizer, crash_at=crash_at)
+    state = load_state(tmp_path / "cut" / "checkpoints" / "last")
+    assert state["global_step"] == checkpoint_step
+    resumed, trainer = run(tmp_path / "cut", tiny_cola, tiny_tokenizer, resume=True, init_seed=99)
+
+    assert trainer.global_step == full_trainer.global_step == 15
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "cut" / "metrics.csv"), check_exact=True)
+    for table in ("examples-step15.csv", "Confusion_Matrix-step15.csv"):
+        assert (tmp_path / "full" / "tables" / table).read_bytes() == (tmp_path / "cut" / "tables" / table).read_bytes()
+    assert (tmp_path / "full" / "summary.yaml").read_text().replace("full", "X") == \
+        (tmp_path / "cut" / "summary.yaml").read_text().replace("cut", "X")
+
+
+def test_checkpoint_holds_only_plain_tensors_and_containers(tmp_path, tiny_cola, tiny_tokenizer):
+    with pytest.raises(Crash):
+        run(tmp_path / "r", tiny_cola, tiny_tokenizer, crash_at=3)
+    last = tmp_path / "r" / "checkpoints" / "last"
+    assert sorted(os.listdir(last)) == ["model.safetensors", STATE_FILE]
+    torch.load(last / STATE_FILE, weights_only=True)  # raises on anything but tensors and plain containers
+    assert not (tmp_path / "r" / "checkpoints" / "last.tmp").exists()

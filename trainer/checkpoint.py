@@ -1,0 +1,62 @@
+"""Resumable checkpoints: what must be saved for a killed run to continue bit for bit, and atomic folder writes.
+
+A checkpoint is a folder with `model.safetensors` (the module's weights) and `trainer_state.pt` (optimizer,
+scheduler, position in the epoch, RNG states, callback and logger state), read back with
+`torch.load(weights_only=True)`: plain tensors and containers only, never code.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def replace_dir(write, path: str) -> None:
+    """Call `write(tmp)` to fill a fresh folder beside `path`, then swap it in with renames: a crash at any moment
+    leaves either the old folder or the new one under `path` (or `path.old` while the swap is under way)."""
+    tmp, old = f"{path}.tmp", f"{path}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    write(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def find_resumable(path: str) -> str | None:
+    """`path` itself when it holds a resumable checkpoint, else `path/checkpoints/last` when that does."""
+    for candidate in (path, os.path.join(path, "checkpoints", "last")):
+        if os.path.isfile(os.path.join(candidate, STATE_FILE)):
+            return candidate
+    return None
+
+
+def load_state(path: str) -> dict:
+    return torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
