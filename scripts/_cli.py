@@ -192,6 +192,34 @@ def new_run_dir(output_dir: str, run_name: str | None, prefix: str = "") -> str:
     return path
 
 
+def resume_target(output_dir: str, run_name: str | None, resume: str) -> tuple[str, str | None]:
+    """(run folder, checkpoint or None) for `--resume auto` or `--resume PATH`.
+
+    auto: the run folder `<output_dir>/<run_name>`, or without --run-name the newest run folder that holds a
+    resumable checkpoint; no checkpoint there yet means starting that run over. PATH: a run folder or a
+    checkpoint folder inside one, which must hold a resumable checkpoint."""
+    from trainer.checkpoint import find_resumable
+
+    if resume != "auto":
+        checkpoint = find_resumable(resume)
+        if checkpoint is None:
+            raise UsageError(f"{resume}: no resumable checkpoint there (trainer_state.pt); pass a run folder or its "
+                             "checkpoints/last written with --save-every-n-steps")
+        if os.path.normpath(checkpoint) == os.path.normpath(resume):  # a checkpoint folder: <run>/checkpoints/<name>
+            return os.path.dirname(os.path.dirname(os.path.normpath(checkpoint))), checkpoint
+        return resume, checkpoint
+    if run_name:
+        run_dir = os.path.join(output_dir, run_name)
+        return run_dir, find_resumable(run_dir)
+    candidates = [os.path.join(output_dir, d) for d in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])]
+    resumable = [d for d in candidates if find_resumable(d)]
+    if not resumable:
+        raise UsageError(f"--resume auto: no run in {output_dir} has a resumable checkpoint; pass --run-name to start "
+                         "one, with --save-every-n-steps N")
+    run_dir = max(resumable, key=lambda d: os.path.getmtime(os.path.join(d, "checkpoints", "last")))
+    return run_dir, find_resumable(run_dir)
+
+
 def shared_run_dir(accelerator, output_dir: str, run_name: str | None, prefix: str = "") -> str:
     """The main process names the run folder; every other process receives the same name."""
     from accelerate.utils import broadcast_object_list

@@ -61,6 +61,11 @@ def build_parser() -> _cli.Parser:
                    help="early stopping: validations without improvement before stopping (default: %(default)s)")
     p.add_argument("--max-examples", type=_cli.positive_int, default=None,
                    help="cap on rows of the misclassified-examples table (default: all)")
+    p.add_argument("--save-every-n-steps", type=_cli.positive_int, default=None,
+                   help="write a resumable checkpoint to <run>/checkpoints/last every N optimizer steps")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue an interrupted run: 'auto' (the run named by --run-name, else the newest "
+                        "resumable run in --output-dir) or a run or checkpoint folder")
     p.add_argument("--log-model", action="store_true",
                    help="also log the best checkpoint as an artifact (W&B: type model, aliases best and latest)")
     p.add_argument("--no-progress-bar", action="store_true", help="hide the progress bar")
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from data import ColaDataModule
 
     data_dir = _cli.data_source(args.data_dir)
+    run_dir, resume_from = _cli.resume_target(args.output_dir, args.run_name, args.resume) if args.resume else (None, None)
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger
@@ -92,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
                    SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
                    BestScores({"valid/loss": "min", "valid/mcc": "max"})],
-        enable_progress_bar=not args.no_progress_bar,
+        enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
-    run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name)
+    if args.resume:
+        if resume_from is None and trainer.is_main_process and os.path.exists(os.path.join(run_dir, "metrics.csv")):
+            os.remove(os.path.join(run_dir, "metrics.csv"))  # killed before its first checkpoint: start over
+        print(f"resuming from {resume_from}" if resume_from else f"no checkpoint in {run_dir} yet: starting over")
+    else:
+        run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name)
     trainer.default_root_dir = run_dir
     run_name = os.path.basename(run_dir)
     checkpoint.artifact_name = f"model-{run_name}"
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
 
     try:
-        trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader())
+        trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader(), ckpt_path=resume_from)
     except NonFiniteLossError as exc:
         kept = f"the last good checkpoint is {os.path.abspath(checkpoint.best_model_path)}" \
             if checkpoint.best_model_path else "no checkpoint was written before it"

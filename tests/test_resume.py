@@ -78,3 +78,57 @@ def test_checkpoint_holds_only_plain_tensors_and_containers(tmp_path, tiny_cola,
     assert sorted(os.listdir(last)) == ["model.safetensors", STATE_FILE]
     torch.load(last / STATE_FILE, weights_only=True)  # raises on anything but tensors and plain containers
     assert not (tmp_path / "r" / "checkpoints" / "last.tmp").exists()
+
+
+def train_command(model_dir, tiny_cola, out, *extra):
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", str(model_dir), "--data-dir",
+            str(tiny_cola), "--max-epochs", "6", "--batch-size", "8", "--lr", "1e-3", "--dropout", "0.1",
+            "--log-every-n-steps", "1", "--save-every-n-steps", "2", "--output-dir", str(out), "--run-name", "run",
+            "--no-progress-bar", "--logger", "csv,wandb", "--wandb-mode", "offline", *extra]
+
+
+def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, tiny_cola, tiny_tokenizer):
+    model_dir = tmp_path / "model"
+    tiny_bert(tiny_tokenizer).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    full = subprocess.run(train_command(model_dir, tiny_cola, tmp_path / "full"), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    victim = subprocess.Popen(train_command(model_dir, tiny_cola, tmp_path / "cut"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "cut" / "run" / "checkpoints" / "last" / STATE_FILE
+    deadline = time.monotonic() + 240
+    while not state.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere after the first checkpoint: mid-step, mid-write or mid-validation
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    killed_at = load_state(state.parent)["global_step"] if state.exists() else 0
+    assert killed_at < 36  # 48 rows / batch 8 = 6 steps an epoch, 6 epochs
+
+    resumed = subprocess.run(train_command(model_dir, tiny_cola, tmp_path / "cut", "--resume", "auto"), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+
+    for name in ("checkpoints/last/model.safetensors", "checkpoints/best/model.safetensors"):
+        assert (tmp_path / "full" / "run" / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes(), name
+    a = pd.read_csv(tmp_path / "full" / "run" / "metrics.csv")
+    b = pd.read_csv(tmp_path / "cut" / "run" / "metrics.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)  # no duplicated and no missing rows
+    steps = b.dropna(subset=["train/loss_step"])["step"].tolist()
+    assert steps == list(range(1, steps[-1] + 1)) and killed_at < steps[-1]
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in (tmp_path / "cut" / "run" / "wandb").glob("offline-run-*")}
+    assert len(run_ids) == 1  # the W&B run goes on under the same id
+
+
+def test_resume_flags(tmp_path):
+    from conftest import run_script
+
+    result = run_script("train.py", "--resume", str(tmp_path), "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "no resumable checkpoint there" in result.stderr
+    result = run_script("train.py", "--resume", "auto", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "no run in runs has a resumable checkpoint" in result.stderr

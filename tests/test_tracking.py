@@ -1,4 +1,6 @@
 import inspect
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -182,3 +184,47 @@ def test_a_backend_that_cannot_start_is_skipped(tmp_path, caplog, monkeypatch):
     logger = build_logger("csv,wandb", str(tmp_path / "r"))
     assert isinstance(logger.backend, CSVLogger)
     assert "the wandb logger could not start (RuntimeError: service down)" in caplog.text
+
+
+class Hangs(CSVLogger):
+    name = "stuck"
+
+    def log_metrics(self, metrics, step):
+        if step >= 3:
+            time.sleep(30)  # a tracker that stopped answering
+        super().log_metrics(metrics, step)
+
+
+def test_a_hanging_backend_is_switched_off_without_stalling_training(tmp_path, caplog):
+    from test_trainer import Toy, loader
+    from tracking.guard import GuardedLogger
+    from trainer import Trainer
+
+    stuck, healthy = GuardedLogger(Hangs(str(tmp_path / "a")), timeout=1.0), GuardedLogger(CSVLogger(str(tmp_path / "b")))
+    start = time.monotonic()
+    trainer = Trainer(max_epochs=3, log_every_n_steps=1, logger=MultiLogger([stuck, healthy]), enable_progress_bar=False)
+    trainer.fit(Toy(), loader(), loader())
+    assert time.monotonic() - start < 10  # not 30 s a row
+    assert trainer.global_step == 9 and sorted(set(pd.read_csv(tmp_path / "b" / "metrics.csv")["step"])) == \
+        list(range(1, 10))
+    assert any("the stuck logger failed in log_metrics: no answer after 1 s" in r.message for r in caplog.records)
+    assert any("stuck logger was switched off" in r.message for r in caplog.records)
+
+
+def test_guarded_calls_run_in_order_off_the_calling_thread(tmp_path):
+    from tracking.guard import GuardedLogger
+
+    threads = []
+
+    class Recording(CSVLogger):
+        def log_metrics(self, metrics, step):
+            threads.append(threading.current_thread().name)
+            super().log_metrics(metrics, step)
+
+    guarded = GuardedLogger(Recording(str(tmp_path)))
+    for step in range(1, 51):
+        guarded.log_metrics({"x": step / 10}, step)
+    assert guarded.state_dict() == {"rows": 50}  # flushed first
+    guarded.finalize()
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == list(range(1, 51))
+    assert set(threads) == {"logger-csv"}

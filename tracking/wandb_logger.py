@@ -80,9 +80,12 @@ class WandbLogger(ExperimentLogger):
         self.confusion_methods = [CONFUSION_METHODS[m] for m in confusion_matrix]
         os.makedirs(run_dir, exist_ok=True)
         mode = self._choose_mode(mode, probe_timeout)
+        # A run folder keeps its W&B run id, so a resumed training run continues the same W&B run.
+        self._id_file = os.path.join(run_dir, "wandb", "run-id")
+        run_id = open(self._id_file, encoding="utf-8").read().strip() if os.path.isfile(self._id_file) else None
         kwargs = dict(project=project, entity=entity, name=run_name, tags=list(tags) or None, dir=run_dir,
                       settings=wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout),
-                      reinit="create_new")
+                      reinit="create_new", id=run_id, resume="allow" if run_id else None)
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as exc:
@@ -93,6 +96,10 @@ class WandbLogger(ExperimentLogger):
             mode = "offline"
             self.run = wandb.init(mode=mode, **kwargs)
         self.mode = mode
+        if mode != "disabled" and run_id is None:
+            os.makedirs(os.path.dirname(self._id_file), exist_ok=True)
+            with open(self._id_file, "w", encoding="utf-8") as f:
+                f.write(self.run.id)
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
         self._finished = False
