@@ -117,12 +117,14 @@ class ColaDataModule:
     def _lengths(self, split: str) -> list[int]:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
 
-    def train_dataloader(self):
+    def train_dataloader(self, num_processes: int = 1):
+        """`num_processes`: how many processes share the epoch (see `LengthGroupedBatchSampler`)."""
         from torch.utils.data import DataLoader
 
         from data.sampling import LengthGroupedBatchSampler
 
-        sampler = LengthGroupedBatchSampler(self._lengths("train"), self.batch_size, seed=self.seed)
+        sampler = LengthGroupedBatchSampler(self._lengths("train"), self.batch_size, seed=self.seed,
+                                            num_processes=num_processes)
         return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self._collator(),
                           num_workers=self.num_workers)
 

@@ -16,26 +16,39 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     pure function of (seed, epoch), so a resumed run can rebuild it.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50) -> None:
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50,
+                 num_processes: int = 1) -> None:
+        """With `num_processes` > 1 the number of batches is made a multiple of it by halving the largest batches,
+        so that Accelerate, which deals whole batches round-robin to the processes, never pads the epoch with
+        repeated samples: every sample is trained exactly once per epoch."""
         self.lengths = torch.as_tensor(list(lengths))
-        self.batch_size, self.seed, self.pool_batches = batch_size, seed, pool_batches
+        # Not named `batch_size`: Accelerate's BatchSamplerShard reads that attribute and then treats every batch
+        # of another size as incomplete, refilling it with samples from the start of the epoch.
+        self.max_batch_size, self.seed, self.pool_batches = batch_size, seed, pool_batches
+        self.num_processes = num_processes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        n = (len(self.lengths) + self.max_batch_size - 1) // self.max_batch_size
+        return n + (-n) % self.num_processes
 
     def batches(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.lengths), generator=generator)
-        pool = self.batch_size * self.pool_batches
+        pool = self.max_batch_size * self.pool_batches
         batches = []
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            batches.extend(chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+            size = self.max_batch_size
+            batches.extend(chunk[i:i + size].tolist() for i in range(0, len(chunk), size))
+        for _ in range((-len(batches)) % self.num_processes):
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            batch = batches.pop(largest)
+            batches[largest:largest] = [batch[: len(batch) // 2], batch[len(batch) // 2:]]
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:

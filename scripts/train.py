@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
 
     try:
-        trainer.fit(model, datamodule.train_dataloader(), datamodule.val_dataloader(), ckpt_path=resume_from)
+        trainer.fit(model, datamodule.train_dataloader(num_processes=trainer.accelerator.num_processes),
+                    datamodule.val_dataloader(), ckpt_path=resume_from)
     except NonFiniteLossError as exc:
         kept = f"the last good checkpoint is {os.path.abspath(checkpoint.best_model_path)}" \
             if checkpoint.best_model_path else "no checkpoint was written before it"

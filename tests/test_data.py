@@ -105,3 +105,15 @@ def test_length_grouped_batches_pad_little_and_come_in_random_order():
     means = [sum(lengths[i] for i in b) / len(b) for b in first]
     decreasing = sum(a > b for a, b in zip(means, means[1:])) / (len(means) - 1)
     assert 0.3 < decreasing < 0.7
+
+
+def test_batches_split_so_every_process_gets_whole_batches():
+    from data.sampling import LengthGroupedBatchSampler
+
+    lengths = list(range(3, 51))  # 48 samples
+    for processes in (1, 2, 3, 4):
+        sampler = LengthGroupedBatchSampler(lengths, batch_size=7, seed=1, num_processes=processes)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) and len(batches) % processes == 0
+        assert sorted(i for b in batches for i in b) == list(range(48))  # each sample once, none repeated
+        assert max(len(b) for b in batches) <= 7

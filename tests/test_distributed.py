@@ -12,7 +12,7 @@ from conftest import ROOT, run_script, tiny_bert
 def torchrun(script, *args, cwd):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(ROOT / "scripts" / script), *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=400)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,19 @@ def test_two_processes_make_the_same_optimizer_steps_for_the_same_global_batch(t
     assert f2["valid/acc"].count() == 2
     hparams = (tmp_path / "two" / "hparams.yaml").read_text()
     assert "num_processes: 2" in hparams and "global_batch_size: 8" in hparams
+
+
+def test_each_sample_is_trained_once_per_epoch_across_processes(tmp_path, model_dir, tiny_cola):
+    # 48 rows in batches of 7 make 7 batches: one is halved so that each of the 2 processes gets 4 whole batches
+    out = tmp_path / "seen.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "dist_check.py"), str(model_dir), str(tiny_cola), str(out)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=150,
+                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and [r["steps"] for r in ranks] == [8, 8]
+    for epoch in (0, 1):
+        trained = [i for r in ranks for e, idx in r["seen"] if e == epoch for i in idx]
+        assert sorted(trained) == list(range(48)), epoch  # every sample once, no padding repeats
+    assert all(len([1 for e, _ in r["seen"] if e == 0]) == 4 for r in ranks)
