@@ -253,3 +253,19 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_the_last_goo
     assert trainer.global_step == 4 and checkpoint.best_step == 3
     weights = load_file(tmp_path / "checkpoints" / "best" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_bf16_mixed_precision_runs_the_steps_under_autocast():
+    dtypes = []
+
+    class Probe(Toy):
+        def training_step(self, batch, batch_idx):
+            dtypes.append(self.net[1](batch[0]).dtype)  # a Linear inside the step: bf16 under autocast
+            return super().training_step(batch, batch_idx)
+
+    module = Probe(dropout=0.0)
+    trainer = Trainer(max_epochs=1, precision="bf16", enable_progress_bar=False)
+    trainer.fit(module, loader())
+    assert dtypes == [torch.bfloat16] * 3
+    assert module.net[1].weight.dtype == torch.float32  # weights stay fp32
+    assert trainer.global_step == 3 and all(torch.isfinite(p).all() for p in module.parameters())

@@ -3,7 +3,8 @@
 Every hook name is PyTorch Lightning's. `module` is a `TrainerModule`; `cb` is each callback in order; `call(h)`
 runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that defines `h`.
 
-    fit(module, train_dataloader, val_dataloader):
+    fit(module, train_dataloader, val_dataloader, ckpt_path=None):
+        if ckpt_path: load the state, then skip the batches of its epoch already trained
         call(on_fit_start); call(on_train_start)
         for epoch in range(max_epochs):
             module.train()                                  # every epoch: from_pretrained() returns eval mode
@@ -18,6 +19,7 @@ runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that
                         optimizer.step(); scheduler.step(); optimizer.zero_grad(); global_step += 1
                         every log_every_n_steps: write step metrics at global_step
                 call(on_train_batch_end, outputs, batch, batch_idx)
+                every save_every_n_steps steps: save_state(checkpoints/last)     # resumable, written atomically
                 if global_step reached max_steps or should_stop: leave the epoch
             module.training_epoch_end(outputs)
             call(on_train_epoch_end); write train epoch metrics
