@@ -132,3 +132,16 @@ def test_resume_flags(tmp_path):
     assert result.returncode == 2 and "no resumable checkpoint there" in result.stderr
     result = run_script("train.py", "--resume", "auto", "--data-dir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "no run in runs has a resumable checkpoint" in result.stderr
+
+
+def test_a_kill_between_the_two_renames_leaves_the_previous_checkpoint_usable(tmp_path):
+    from trainer.checkpoint import find_resumable, replace_dir
+
+    last = tmp_path / "run" / "checkpoints" / "last"
+    replace_dir(lambda d: torch.save({"global_step": 2}, os.path.join(d, STATE_FILE)), str(last))
+    assert find_resumable(str(tmp_path / "run")) == str(last)
+    # the state replace_dir passes through: old moved aside, new one not yet renamed in
+    os.replace(last, f"{last}.old")
+    (tmp_path / "run" / "checkpoints" / "last.tmp").mkdir()
+    assert find_resumable(str(tmp_path / "run")) == f"{last}.old"
+    assert load_state(f"{last}.old")["global_step"] == 2

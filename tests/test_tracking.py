@@ -228,3 +228,34 @@ def test_guarded_calls_run_in_order_off_the_calling_thread(tmp_path):
     guarded.finalize()
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == list(range(1, 51))
     assert set(threads) == {"logger-csv"}
+
+
+@pytest.mark.parametrize("method, error", [
+    ("log_confusion_matrix", ValueError("seaborn could not draw the heatmap")),  # a plot that fails
+    ("log_table", PermissionError(13, "Permission denied")),                     # a read-only run folder
+    ("log_hyperparams", OSError(28, "No space left on device")),                 # a full disk at start
+])
+def test_each_injected_fault_costs_only_that_backend(tmp_path, caplog, method, error):
+    from tracking.guard import GuardedLogger
+
+    class Faulty(CSVLogger):
+        name = "faulty"
+
+    def fail(*args, **kwargs):
+        raise error
+
+    faulty = Faulty(str(tmp_path / "a"))
+    setattr(faulty, method, fail)
+    broken, healthy = GuardedLogger(faulty), GuardedLogger(CSVLogger(str(tmp_path / "b")))
+    both = MultiLogger([broken, healthy])
+    both.log_hyperparams({"lr": 0.1})
+    both.log_metrics({"x": 1.0}, step=1)
+    both.log_table("examples", pd.DataFrame({"a": [1]}), step=1)
+    both.log_confusion_matrix("cm", [0, 1], [1, 1], ["a", "b"], step=1)
+    both.log_metrics({"x": 2.0}, step=2)
+    both.finalize()
+    assert pd.read_csv(tmp_path / "b" / "metrics.csv")["x"].tolist() == [1.0, 2.0]
+    assert (tmp_path / "b" / "tables" / "cm-step1.csv").exists()
+    assert broken.failure.startswith(f"{method}: {type(error).__name__}")
+    assert [r.message for r in caplog.records if "failed in" in r.message] == [
+        f"tracking: the faulty logger failed in {broken.failure}; it is off for the rest of the run, training goes on"]

@@ -51,8 +51,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def find_resumable(path: str) -> str | None:
-    """`path` itself when it holds a resumable checkpoint, else `path/checkpoints/last` when that does."""
-    for candidate in (path, os.path.join(path, "checkpoints", "last")):
+    """`path` itself when it holds a resumable checkpoint, else `path/checkpoints/last`; either one's `.old` copy
+    when a kill came between the two renames of `replace_dir`."""
+    last = os.path.join(path, "checkpoints", "last")
+    for candidate in (path, last, f"{path.rstrip(os.sep)}.old", f"{last}.old"):
         if os.path.isfile(os.path.join(candidate, STATE_FILE)):
             return candidate
     return None
