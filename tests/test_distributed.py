@@ -60,7 +60,7 @@ def test_two_processes_make_the_same_optimizer_steps_for_the_same_global_batch(t
     assert "num_processes: 2" in hparams and "global_batch_size: 8" in hparams
 
 
-def test_each_sample_is_trained_once_per_epoch_across_processes(tmp_path, model_dir, tiny_cola):
+def test_each_sample_once_per_epoch_and_the_same_early_stop_on_every_process(tmp_path, model_dir, tiny_cola):
     # 48 rows in batches of 7 make 7 batches: one is halved so that each of the 2 processes gets 4 whole batches
     out = tmp_path / "seen.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -70,6 +70,9 @@ def test_each_sample_is_trained_once_per_epoch_across_processes(tmp_path, model_
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = json.loads(out.read_text())
     assert sorted(r["rank"] for r in ranks) == [0, 1] and [r["steps"] for r in ranks] == [8, 8]
+    # early stopping decided the same on both processes, from the same (reduced) validation loss
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    assert [stop for _, stop in ranks[0]["decisions"]] == [False, True]
     for epoch in (0, 1):
         trained = [i for r in ranks for e, idx in r["seen"] if e == epoch for i in idx]
         assert sorted(trained) == list(range(48)), epoch  # every sample once, no padding repeats
