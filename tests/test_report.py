@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_script, tiny_bert
+from conftest import run_script, tiny_bert
 from data import ColaDataModule
 from models import ColaModel, SamplesVisualisationLogger
 from tracking import CSVLogger
