@@ -232,7 +232,7 @@ class Trainer:
         self._write(metrics)
         return metrics
 
-    def _update_progress(self, metrics: dict[str, float]) -> None:
+    def _update_progress(self) -> None:
         if self._progress is not None:
             shown = {k: f"{v:.3g}" for k, v in self.callback_metrics.items() if k in self._results.prog_bar}
             self._progress.set_postfix(shown, refresh=False)
@@ -266,8 +266,7 @@ class Trainer:
             self._call("on_exception", exc)
             raise
         finally:
-            if self._progress is not None:
-                self._progress.close()
+            self._progress_close()
             self.logger.finalize(status)
         return self.callback_metrics
 
@@ -352,9 +351,8 @@ class Trainer:
         self.global_step += 1
         if self.global_step % self.log_every_n_steps == 0:
             self._check_loss()
-            metrics = self._results.pop_step()
-            self._write(metrics)
-            self._update_progress(metrics)
+            self._write(self._results.pop_step())
+            self._update_progress()
         else:
             self._results.step.clear()
 
