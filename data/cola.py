@@ -6,12 +6,18 @@ Knows no model class and no training loop: it needs a tokenizer and hands out ba
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 
 HUB_DATASET = ("nyu-mll/glue", "cola")
+CACHE_ENV = "COLA_MONITOR_CACHE"
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 DATA_DIR_ENV = "COLA_DIR"
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -81,8 +87,9 @@ def load_cola(data_dir: str | None = None):
 
 @dataclass
 class ColaDataModule:
-    """Tokenizes once per run and builds the dataloaders: training batches grouped by length (seeded), validation
-    batches sorted by length, each padded only to its longest sentence by `DataCollatorWithPadding`."""
+    """Tokenizes (or reads the tokenization cache) and builds the dataloaders: training batches grouped by length
+    (seeded), validation batches sorted by length, each padded only to its longest sentence by
+    `DataCollatorWithPadding`."""
 
     tokenizer: object
     data_dir: str | None = None
@@ -90,7 +97,8 @@ class ColaDataModule:
     eval_batch_size: int = 64
     max_length: int = 128
     seed: int = 42
-    num_workers: int = 0
+    num_workers: int | None = None  # None: `default_num_workers()`
+    cache_dir: str | None = field(default_factory=lambda: default_cache_dir())  # None: tokenize every run
     splits: dict = field(default_factory=dict, init=False)
 
     def setup(self) -> "ColaDataModule":
@@ -100,14 +108,19 @@ class ColaDataModule:
         raw = load_cola(self.data_dir)
         self.sentences = {split: list(raw[split]["sentence"]) for split in raw}
         self.labels = {split: list(raw[split]["label"]) for split in raw}
-
-        def tokenize(batch):
-            return self.tokenizer(batch["sentence"], truncation=True, max_length=self.max_length)
-
-        self.splits = {
-            split: raw[split].map(tokenize, batched=True, remove_columns=["sentence"]) for split in raw
-        }
+        cache = TokenCache(self.cache_dir, self.tokenizer, self.max_length) if self.cache_dir else None
+        self.splits = {}
+        for split in raw:
+            cached = cache.load(raw[split]) if cache else None
+            if cached is None:
+                cached = raw[split].map(self._tokenize, batched=True, remove_columns=["sentence"])
+                if cache:
+                    cache.save(raw[split], cached)
+            self.splits[split] = cached
         return self
+
+    def _tokenize(self, batch):
+        return self.tokenizer(batch["sentence"], truncation=True, max_length=self.max_length)
 
     def _collator(self):
         from transformers import DataCollatorWithPadding
@@ -125,8 +138,7 @@ class ColaDataModule:
 
         sampler = LengthGroupedBatchSampler(self._lengths("train"), self.batch_size, seed=self.seed,
                                             num_processes=num_processes)
-        return DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self._collator(),
-                          num_workers=self.num_workers)
+        return DataLoader(self.splits["train"], batch_sampler=sampler, **self._loader_options())
 
     def val_dataloader(self):
         from torch.utils.data import DataLoader
@@ -134,4 +146,76 @@ class ColaDataModule:
         lengths = self._lengths("validation")
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         return DataLoader(self.splits["validation"], batch_size=self.eval_batch_size, sampler=order,
-                          collate_fn=self._collator(), num_workers=self.num_workers)
+                          **self._loader_options())
+
+    def _loader_options(self) -> dict:
+        import torch
+
+        workers = default_num_workers() if self.num_workers is None else self.num_workers
+        return {"collate_fn": self._collator(), "num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available()}
+
+
+def default_num_workers() -> int:
+    """0 without a GPU: collating a padded batch of CoLA takes well under 1% of a CPU step (BENCHMARKS.md), and a
+    worker process would only take a core from the model's matrix products. With a GPU, 2 workers prepare the next
+    batches while the GPU computes."""
+    import torch
+
+    return 2 if torch.cuda.is_available() else 0
+
+
+def default_cache_dir() -> str:
+    """$COLA_MONITOR_CACHE, else $XDG_CACHE_HOME/cola-monitor, else ~/.cache/cola-monitor."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get(CACHE_ENV) or os.path.join(base, "cola-monitor")
+
+
+class TokenCache:
+    """Tokenized splits kept across runs, keyed by a hash of the split's content (sentences, labels, order), the
+    tokenizer (its full serialised definition: vocabulary, normaliser, special tokens) and `max_length`. A changed
+    file or tokenizer gives a new key, never a stale entry. The cache only saves time: a folder that cannot be read
+    or written costs a warning and a fresh tokenization, never the run."""
+
+    def __init__(self, root: str, tokenizer, max_length: int) -> None:
+        self.root = os.path.join(root, "tokenized")
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # less the truncation and padding that each call sets on it
+            definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        else:  # a slow (Python) tokenizer: datasets' own fingerprinting hashes the object
+            from datasets.fingerprint import Hasher
+
+            definition = Hasher.hash(tokenizer)
+        self.salt = json.dumps([type(tokenizer).__name__, definition, max_length])
+
+    def key(self, raw) -> str:
+        digest = hashlib.sha256(self.salt.encode())
+        digest.update(json.dumps([raw.column_names, raw.to_dict()], sort_keys=True).encode())
+        return digest.hexdigest()[:32]
+
+    def load(self, raw):
+        import datasets
+
+        path = os.path.join(self.root, self.key(raw))
+        if not os.path.isdir(path):
+            return None
+        try:
+            return datasets.load_from_disk(path)
+        except Exception as exc:  # a damaged entry: tokenize again and replace it
+            log.warning("tokenization cache: cannot read %s (%s); tokenizing again", path, type(exc).__name__)
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+
+    def save(self, raw, tokenized) -> None:
+        path = os.path.join(self.root, self.key(raw))
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            tokenized.save_to_disk(tmp)
+            os.rename(tmp, path)  # atomic; another process that got there first wins
+        except OSError as exc:
+            if not os.path.isdir(path):
+                log.warning("tokenization cache: cannot write %s (%s); set %s to a writable folder to keep "
+                            "tokenizations between runs", self.root, exc.strerror or exc, CACHE_ENV)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

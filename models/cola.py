@@ -59,7 +59,8 @@ class ColaModel(TrainerModule):
         n = len(LABELS)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.
         kw = {"num_classes": n, "sync_on_compute": False}
-        self.train_accuracy_metric = MulticlassAccuracy(average="micro", **kw)
+        # Argmax predictions and 0/1 labels need no checking, and its checks would wait on the device every step.
+        self.train_accuracy_metric = MulticlassAccuracy(average="micro", validate_args=False, **kw)
         self.val_accuracy_metric = MulticlassAccuracy(average="micro", **kw)
         self.f1_metric = MulticlassF1Score(average="macro", **kw)
         self.precision_macro_metric = MulticlassPrecision(average="macro", **kw)
@@ -129,8 +130,9 @@ class ColaModel(TrainerModule):
             is_head = self.head_lr is not None and any(h in name for h in head)
             decay = 0.0 if any(n in name for n in no_decay) else self.weight_decay
             groups.setdefault((self.head_lr if is_head else self.lr, decay), []).append(param)
+        # fused: one kernel for all parameters; on a 2-core CPU the step takes 10 ms instead of 65 (BENCHMARKS.md)
         optimizer = torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
-                                      lr=self.lr)
+                                      lr=self.lr, fused=True)
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -49,6 +49,10 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--accumulate-grad-batches", type=_cli.positive_int, default=1, help="(default: %(default)s)")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
                    help="32, or mixed precision bf16/16 through Accelerate (default: %(default)s)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer (dynamic shapes); the first steps wait for compilation")
+    p.add_argument("--num-workers", type=_cli.non_negative_int, default=None,
+                   help="DataLoader worker processes (default: 0 without a GPU, 2 with one)")
     p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
@@ -73,7 +77,8 @@ def build_parser() -> _cli.Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    """`callbacks`: extra `trainer.Callback`s run after the built-in ones (benchmarks/throughput.py times steps so)."""
     args = build_parser().parse_args(argv)
     from data import ColaDataModule
 
@@ -87,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed, deterministic=True)
     model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
                             warmup_ratio=args.warmup_ratio, dropout=args.dropout)
-    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed).setup()
+    if args.compile:
+        model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
+    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed,
+                                num_workers=args.num_workers).setup()
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model)
     trainer = Trainer(
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         gradient_clip_val=1.0, precision=args.precision,
         callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
                    SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
-                   BestScores({"valid/loss": "min", "valid/mcc": "max"})],
+                   BestScores({"valid/loss": "min", "valid/mcc": "max"}), *callbacks],
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
     if args.resume:

@@ -19,6 +19,7 @@ runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that
                         optimizer.step(); scheduler.step(); optimizer.zero_grad(); global_step += 1
                         every log_every_n_steps: write step metrics at global_step
                 call(on_train_batch_end, outputs, batch, batch_idx)
+                every log_every_n_steps batches: move the progress bar (no per-batch host work)
                 every save_every_n_steps steps: save_state(checkpoints/last)     # resumable, written atomically
                 if global_step reached max_steps or should_stop: leave the epoch
             module.training_epoch_end(outputs)
@@ -290,8 +291,9 @@ class Trainer:
         batches = self.accelerator.skip_first_batches(loader, skip) if skip else loader
         if resume:
             batches = self._restore_rng_after_first_batch(batches, resume["rng"])
+        done = skip
         for batch_idx, batch in enumerate(batches, start=skip):
-            step_before = self.global_step
+            done, step_before = batch_idx + 1, self.global_step
             self._results.batch = batch
             self._call("on_train_batch_start", batch, batch_idx)
             with self.accelerator.accumulate(self._model):
@@ -303,14 +305,15 @@ class Trainer:
                     self._optimizer_step()
             outputs.append({k: v.detach() for k, v in out.items()} if isinstance(out, dict) else {"loss": loss.detach()})
             self._call("on_train_batch_end", out, batch, batch_idx)
-            if self._progress is not None:
-                self._progress.update(1)
+            if done % self.log_every_n_steps == 0:
+                self._advance_progress(done)
             if self.save_every_n_steps and self.global_step != step_before and \
                     self.global_step % self.save_every_n_steps == 0:
                 self.save_state(os.path.join(self.default_root_dir, "checkpoints", "last"), batch_idx + 1, outputs)
             if self.should_stop or self._reached_max_steps():
                 break
         self._results.batch = None
+        self._advance_progress(done)
         self._progress_close()
         self._check_loss()
         self._step_fn("training_epoch_end", outputs)
@@ -318,6 +321,11 @@ class Trainer:
         if self.lr_scheduler is not None and self.scheduler_interval == "epoch":
             self.lr_scheduler.step()
         self._write_epoch()
+
+    def _advance_progress(self, batches_done: int) -> None:
+        """The bar moves every `log_every_n_steps` batches, like the rows it shows, not every batch."""
+        if self._progress is not None:
+            self._progress.update(batches_done - self._progress.n)
 
     def _progress_close(self) -> None:
         if self._progress is not None:

@@ -1,0 +1,87 @@
+"""What every benchmark worker shares: a clock for optimizer steps, peak memory, FLOP counting and the result line.
+
+A worker is a fresh process (so peak memory and start-up are its own); it prints one `BENCH_RESULT {json}` line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+class StepClock:
+    """Wall-clock time at the end of each optimizer step, with the padded shape of the batch it trained on."""
+
+    def __init__(self, spawn_time: float) -> None:
+        self.spawn_time = spawn_time  # time.time() in the parent just before it started this process
+        self.times: list[float] = []
+        self.shapes: list[tuple[int, int]] = []
+
+    def step_done(self, input_ids) -> None:
+        import torch
+
+        if input_ids.is_cuda:
+            torch.cuda.synchronize()
+        self.times.append(time.time())
+        self.shapes.append(tuple(input_ids.shape))
+
+    def result(self, pipeline: str, warmup: int, **extra) -> dict:
+        """Samples/s over the steps after the first `warmup` ones, and time from process start to the first step."""
+        timed = self.shapes[warmup:]
+        seconds = self.times[-1] - self.times[warmup - 1] if warmup else self.times[-1] - self.spawn_time
+        return {
+            "pipeline": pipeline,
+            "steps": len(self.times),
+            "samples_per_s": sum(b for b, _ in timed) / seconds,
+            "padded_tokens_per_step": statistics.mean(b * n for b, n in timed),
+            "step_s": seconds / len(timed),
+            "first_step_s": self.times[0] - self.spawn_time,
+            "peak_rss_mib": peak_rss_mib(),
+            "timed_shapes": timed,
+            "timed_s": seconds,
+            **extra,
+        }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB). W&B's service process is not counted."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_flops(model, shapes: list[tuple[int, int]]) -> float:
+    """FLOPs of forward + backward for each (batch, length) in `shapes`, counted by torch's FlopCounterMode on the
+    model itself (matrix products and attention), one count per distinct shape."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    per_shape = {}
+    device = next(model.parameters()).device
+    for shape in sorted(set(shapes)):
+        ids = torch.randint(1000, 2000, shape, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.zeros(shape[0], dtype=torch.long,
+                                                                                               device=device))
+            out.loss.backward()
+        model.zero_grad(set_to_none=True)
+        per_shape[shape] = counter.get_total_flops()
+    return float(sum(per_shape[s] for s in shapes))
+
+
+def emit(result: dict) -> None:
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def minilm_path() -> str:
+    from models.cola import resolve_model_path
+
+    return resolve_model_path("minilm")

@@ -1,0 +1,215 @@
+"""Training throughput of this project against the seed's Lightning pipeline and a bare PyTorch loop.
+
+    pip install -e ".[bench]"
+    python benchmarks/throughput.py --data-dir ../shared/data/cola
+
+Same model (all-MiniLM-L6-v2), data (CoLA train), batch size and number of optimizer steps for every pipeline:
+  ours            scripts/train.py with its defaults and `--logger csv,wandb` (W&B offline)
+  lightning_seed  the blog post's PyTorch Lightning pipeline: padding to 128, WandbLogger offline (baselines.py)
+  bare_loop       plain PyTorch, per-batch padding, no logging (baselines.py)
+Each pipeline runs in a fresh process, `--repeats` times, interleaved; medians are reported. Throughput counts the
+steps after the first `--warmup` ones; time to first step runs from the process start to the end of the first
+optimizer step (imports, model and data loading included). `--variants` adds runs of this trainer with other
+settings (bf16, compile, workers2, dropout01, nolog). The same run measures a large matrix product, the CPU's
+practical peak, to say how close the training steps get to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import RESULT_PREFIX, ROOT, StepClock, emit, train_flops  # noqa: E402
+
+VARIANTS = {  # name -> extra scripts/train.py arguments
+    "ours": [],
+    "bf16": ["--precision", "bf16"],
+    "compile": ["--compile"],
+    "workers2": ["--num-workers", "2"],
+    "dropout01": ["--dropout", "0.1"],
+    "nolog": ["--logger", "none"],
+}
+
+
+def ours(data_dir, batch_size, steps, warmup, clock: StepClock, workdir, variant="ours") -> None:
+    """scripts/train.py as a user runs it, stopped after `steps` optimizer steps; it then validates on the whole
+    dev set, as at every epoch end, and that validation is timed too."""
+    from scripts import train
+    from trainer import Callback
+
+    class Clock(Callback):
+        def __init__(self):
+            self.validation = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            clock.step_done(batch["input_ids"])
+
+        def on_validation_start(self, trainer, module):
+            self.validation.append(time.perf_counter())
+
+        def on_validation_end(self, trainer, module):
+            self.validation[-1] = time.perf_counter() - self.validation[-1]
+            self.model = module.model
+
+    timer = Clock()
+    argv = ["--data-dir", data_dir, "--batch-size", str(batch_size), "--max-steps", str(steps), "--logger",
+            "csv,wandb", "--output-dir", workdir, "--run-name", "bench", *VARIANTS[variant]]
+    if train.main(argv, callbacks=[timer]) != 0:
+        raise SystemExit(f"train.py failed for variant {variant}")
+    model = getattr(timer.model, "_orig_mod", timer.model)
+    emit(clock.result(variant, warmup, validation_s=timer.validation[0], flops=train_flops(model, clock.shapes[warmup:])))
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> dict:
+    """FLOP/s of a large fp32 (and bf16) matrix product with torch's default threads: the practical peak."""
+    import torch
+
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        out[str(dtype).replace("torch.", "")] = 2 * size**3 / statistics.median(times)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def worker(args) -> None:
+    from baselines import bare_loop, lightning_seed
+
+    clock = StepClock(args.spawn_time)
+    run = {"lightning_seed": lightning_seed, "bare_loop": bare_loop}.get(args.worker)
+    if run is None:
+        ours(args.data_dir, args.batch_size, args.steps, args.warmup, clock, args.workdir, variant=args.worker)
+    else:
+        run(args.data_dir, args.batch_size, args.steps, args.warmup, clock, args.workdir)
+
+
+def spawn(name: str, args, env: dict, log) -> dict:
+    workdir = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=args.tmp)
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--data-dir", args.data_dir, "--batch-size",
+           str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup), "--workdir", workdir,
+           "--spawn-time", repr(time.time())]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"error: the {name} run failed (exit code {proc.returncode}); see {log.name}")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def summarize(runs: dict[str, list[dict]], peaks: list[dict]) -> dict:
+    med = lambda values: statistics.median(values)  # noqa: E731
+    fp32_peak = med([p["float32"] for p in peaks])
+    table = {}
+    for name, results in runs.items():
+        row = {
+            "samples_per_s": med([r["samples_per_s"] for r in results]),
+            "step_ms": 1000 * med([r["step_s"] for r in results]),
+            "first_step_s": med([r["first_step_s"] for r in results]),
+            "peak_rss_mib": med([r["peak_rss_mib"] for r in results]),
+            "padded_tokens_per_step": med([r["padded_tokens_per_step"] for r in results]),
+            "gflop_per_s": med([r["flops"] / r["timed_s"] for r in results]) / 1e9,
+            "repeats": len(results),
+        }
+        row["of_matmul_peak"] = row["gflop_per_s"] * 1e9 / fp32_peak
+        if "validation_s" in results[0]:
+            row["validation_s"] = med([r["validation_s"] for r in results])
+        table[name] = row
+    for name, row in table.items():
+        for base in ("lightning_seed", "bare_loop"):
+            if base in table:
+                row[f"x_{base}"] = row["samples_per_s"] / table[base]["samples_per_s"]
+    return {"pipelines": table, "matmul_gflop_per_s": {"float32": fp32_peak / 1e9,
+                                                       "bfloat16": med([p["bfloat16"] for p in peaks]) / 1e9},
+            "threads": peaks[0]["threads"]}
+
+
+def print_summary(summary: dict, args) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(summary["pipelines"]).T
+    columns = ["samples_per_s", "x_lightning_seed", "x_bare_loop", "step_ms", "padded_tokens_per_step",
+               "first_step_s", "peak_rss_mib", "validation_s", "gflop_per_s", "of_matmul_peak", "repeats"]
+    frame = frame[[c for c in columns if c in frame.columns]]
+    print(f"\nmedians of {args.repeats} runs, {args.steps} optimizer steps of batch {args.batch_size} each "
+          f"(throughput over steps {args.warmup + 1}-{args.steps}); torch threads: {summary['threads']}")
+    print(frame.to_string(float_format=lambda v: f"{v:.3g}", na_rep="-"))
+    peak = summary["matmul_gflop_per_s"]
+    print(f"large matmul (2048^3) in this run: {peak['float32']:.1f} GFLOP/s fp32, {peak['bfloat16']:.1f} GFLOP/s bf16")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "..", "shared", "data",
+                                                                                       "cola"))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=48, help="optimizer steps per run (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="first steps left out of throughput (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (default: %(default)s)")
+    p.add_argument("--pipelines", default="ours,lightning_seed,bare_loop")
+    p.add_argument("--variants", default="", help=f"extra runs of this trainer: {','.join(list(VARIANTS)[1:])}")
+    p.add_argument("--json", default=None, help="also write every run and the summary to this file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--spawn-time", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    names = [n for n in args.pipelines.split(",") + args.variants.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS and n not in ("lightning_seed", "bare_loop")]
+    if unknown or args.warmup >= args.steps:
+        p.error(f"unknown pipeline or variant {','.join(unknown)}" if unknown else "--warmup must be below --steps")
+    args.data_dir = os.path.abspath(args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="cola-bench-") as tmp:
+        args.tmp = tmp
+        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
+               "COLA_MONITOR_CACHE": os.path.join(tmp, "cache"), "PYTHONUNBUFFERED": "1"}
+        for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "MPLCONFIGDIR"):
+            env[var] = os.path.join(tmp, var.lower())
+        _warm_token_cache(args.data_dir, env)
+        log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
+        runs: dict[str, list[dict]] = {n: [] for n in names}
+        peaks = []
+        with open(log_path, "w") as log:
+            for repeat in range(args.repeats):
+                peaks.append(matmul_peak())
+                order = names if repeat % 2 == 0 else names[::-1]  # interleaved, so drift hits every pipeline
+                for name in order:
+                    result = spawn(name, args, env, log)
+                    runs[name].append(result)
+                    print(f"repeat {repeat + 1}/{args.repeats} {name:15s} {result['samples_per_s']:7.1f} samples/s, "
+                          f"first step after {result['first_step_s']:.1f} s", flush=True)
+    summary = summarize(runs, peaks)
+    print_summary(summary, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "tmp"}, "runs": runs, "peaks": peaks,
+                       "summary": summary}, f, indent=1)
+    return 0
+
+
+def _warm_token_cache(data_dir: str, env: dict) -> None:
+    """Fill the tokenization cache first, as any earlier run on the machine would have: every timed run of this
+    trainer then starts the way a user's second run does."""
+    code = ("import sys; sys.path.insert(0, '.'); from transformers import AutoTokenizer; from data import "
+            "ColaDataModule; from models.cola import resolve_model_path; ColaDataModule(AutoTokenizer."
+            f"from_pretrained(resolve_model_path('minilm')), data_dir={data_dir!r}).setup()")
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
