@@ -36,6 +36,8 @@ VARIANTS = {  # name -> extra scripts/train.py arguments
     "workers2": ["--num-workers", "2"],
     "dropout01": ["--dropout", "0.1"],
     "nolog": ["--logger", "none"],
+    "csv": ["--logger", "csv"],
+    "wandb": ["--logger", "wandb"],
 }
 
 
@@ -61,7 +63,7 @@ def ours(data_dir, batch_size, steps, warmup, clock: StepClock, workdir, variant
 
     timer = Clock()
     argv = ["--data-dir", data_dir, "--batch-size", str(batch_size), "--max-steps", str(steps), "--logger",
-            "csv,wandb", "--output-dir", workdir, "--run-name", "bench", *VARIANTS[variant]]
+            "csv,wandb", "--output-dir", workdir, "--run-name", "bench", *VARIANTS[variant]]  # a later --logger wins
     if train.main(argv, callbacks=[timer]) != 0:
         raise SystemExit(f"train.py failed for variant {variant}")
     model = getattr(timer.model, "_orig_mod", timer.model)
@@ -176,10 +178,7 @@ def main(argv=None) -> int:
     args.data_dir = os.path.abspath(args.data_dir)
     with tempfile.TemporaryDirectory(prefix="cola-bench-") as tmp:
         args.tmp = tmp
-        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
-               "COLA_MONITOR_CACHE": os.path.join(tmp, "cache"), "PYTHONUNBUFFERED": "1"}
-        for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "MPLCONFIGDIR"):
-            env[var] = os.path.join(tmp, var.lower())
+        env = bench_env(tmp)
         _warm_token_cache(args.data_dir, env)
         log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
         runs: dict[str, list[dict]] = {n: [] for n in names}
@@ -200,6 +199,15 @@ def main(argv=None) -> int:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "tmp"}, "runs": runs, "peaks": peaks,
                        "summary": summary}, f, indent=1)
     return 0
+
+
+def bench_env(tmp: str) -> dict:
+    """W&B offline, and every cache and W&B folder inside `tmp`."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
+           "COLA_MONITOR_CACHE": os.path.join(tmp, "cache"), "PYTHONUNBUFFERED": "1"}
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "MPLCONFIGDIR"):
+        env[var] = os.path.join(tmp, var.lower())
+    return env
 
 
 def _warm_token_cache(data_dir: str, env: dict) -> None:

@@ -117,3 +117,70 @@ def test_batches_split_so_every_process_gets_whole_batches():
         assert len(batches) == len(sampler) and len(batches) % processes == 0
         assert sorted(i for b in batches for i in b) == list(range(48))  # each sample once, none repeated
         assert max(len(b) for b in batches) <= 7
+
+
+def _tokenized(dm):
+    return {split: ds.to_dict() for split, ds in dm.splits.items()}
+
+
+def test_tokenization_is_cached_across_runs_by_content(tmp_path, tiny_cola, tiny_tokenizer, monkeypatch):
+    cache = tmp_path / "cache"
+    fresh = _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
+    first = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    assert _tokenized(first) == fresh
+    entries = sorted(p.name for p in (cache / "tokenized").iterdir())
+    assert len(entries) == 2  # train and validation
+
+    calls = []
+    monkeypatch.setattr(ColaDataModule, "_tokenize", lambda self, batch: calls.append(1))
+    second = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    assert calls == [] and _tokenized(second) == fresh  # read back, not tokenized again
+    monkeypatch.undo()
+
+    # Another sentence in the file, another max_length, or another tokenizer: new entries, never a stale one.
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "dev.tsv").write_bytes((tiny_cola / "dev.tsv").read_bytes())
+    lines = (tiny_cola / "train.tsv").read_text().splitlines(keepends=True)
+    (changed / "train.tsv").write_text("".join(lines[:-1]) + "tiny\t1\t\tThe dog saw mary.\n")
+    edited = ColaDataModule(tiny_tokenizer, data_dir=str(changed), cache_dir=str(cache)).setup()
+    assert edited.splits["train"][-1]["input_ids"] == tiny_tokenizer("The dog saw mary.")["input_ids"]
+    shorter = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache), max_length=4).setup()
+    assert max(len(ids) for ids in shorter.splits["train"]["input_ids"]) == 4
+    assert len(list((cache / "tokenized").iterdir())) == 2 + 1 + 2  # the unchanged dev.tsv reuses its entry
+
+
+def test_a_broken_or_unwritable_cache_costs_only_time(tmp_path, tiny_cola, tiny_tokenizer, caplog):
+    fresh = _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
+    cache = tmp_path / "cache"
+    ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    for entry in (cache / "tokenized").iterdir():
+        for f in entry.iterdir():
+            f.write_bytes(b"garbage")
+    assert _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()) == fresh
+    assert "cannot read" in caplog.text
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    caplog.clear()
+    assert _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(blocker)).setup()) == fresh
+    assert "cannot write" in caplog.text and "COLA_MONITOR_CACHE" in caplog.text
+
+
+def test_the_default_cache_follows_the_environment(tmp_path, monkeypatch):
+    from data.cola import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("COLA_MONITOR_CACHE", raising=False)
+    assert default_cache_dir() == str(tmp_path / "xdg" / "cola-monitor")
+    monkeypatch.setenv("COLA_MONITOR_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == str(tmp_path / "mine")
+
+
+def test_loader_settings_for_a_cpu_machine(tiny_cola, tiny_tokenizer):
+    dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup()
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert loader.num_workers == 0 and not loader.pin_memory  # torch.cuda.is_available() is False here
+    dm.num_workers = 1
+    batches = [b["idx"].tolist() for b in dm.val_dataloader()]
+    dm.num_workers = 0
+    assert batches == [b["idx"].tolist() for b in dm.val_dataloader()]  # a worker process yields the same batches

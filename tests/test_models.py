@@ -133,3 +133,28 @@ def test_same_seed_same_run(tmp_path, tiny_cola, tiny_tokenizer):
     (w1, m1), (w2, m2) = run("a"), run("b")
     pd.testing.assert_frame_equal(m1, m2, check_exact=True)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_adamw(tiny_tokenizer):
+    seed_everything(0)
+    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-2, weight_decay=0.1,
+                      warmup_ratio=0.0)
+    reference = {name: p.detach().clone() for name, p in model.model.named_parameters()}
+    trainer = Trainer(max_steps=1, enable_progress_bar=False)
+    model._trainer = trainer
+    trainer.estimated_stepping_batches = 10
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True
+    grads = {name: torch.randn_like(p) for name, p in model.model.named_parameters()}
+    for name, p in model.model.named_parameters():
+        p.grad = grads[name].clone()
+    optimizer.step()
+    # torch's for-loop AdamW on copies, with the same groups: decay on weights, none on biases and LayerNorm
+    for group in optimizer.param_groups:
+        names = [n for n, p in model.model.named_parameters() if any(p is q for q in group["params"])]
+        copies = [reference[n].clone().requires_grad_() for n in names]
+        for n, c in zip(names, copies):
+            c.grad = grads[n].clone()
+        torch.optim.AdamW(copies, lr=group["lr"], weight_decay=group["weight_decay"], foreach=False).step()
+        for n, c in zip(names, copies):
+            torch.testing.assert_close(dict(model.model.named_parameters())[n].detach(), c.detach())

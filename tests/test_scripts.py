@@ -96,6 +96,7 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, model_dir):
     (["--lr", "-1"], "--lr: expected a positive number"),
     (["--max-epochs", "zero"], "--max-epochs: expected a positive integer"),
     (["--logger", "csv,mlflow"], "unknown logger mlflow"),
+    (["--num-workers", "-1"], "--num-workers: expected an integer >= 0, got '-1'"),
     (["--model", "./no/such/folder"], "model folder './no/such/folder' does not exist"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, tiny_cola, args, fragment):
@@ -178,3 +179,16 @@ def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, mo
         result = run_script(script, "--checkpoint", str(evil), *extra, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
         _one_line_error(result, "a pickle that carries code")
         assert not marker.exists()
+
+
+def test_compile_trains_the_same_steps_as_eager(train_run, tiny_cola, model_dir, tmp_path):
+    """--compile changes how the forward runs, not what it computes: the same losses to float tolerance."""
+    args = ["--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-steps", "4", "--batch-size", "8", "--lr",
+            "1e-3", "--log-every-n-steps", "1", "--no-progress-bar", "--logger", "csv"]
+    losses = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        result = run_script("train.py", *args, "--run-name", name, *extra, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        losses[name] = pd.read_csv(tmp_path / "runs" / name / "metrics.csv")["train/loss_step"].dropna().tolist()
+    assert len(losses["eager"]) == 4
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)

@@ -269,3 +269,35 @@ def test_bf16_mixed_precision_runs_the_steps_under_autocast():
     assert dtypes == [torch.bfloat16] * 3
     assert module.net[1].weight.dtype == torch.float32  # weights stay fp32
     assert trainer.global_step == 3 and all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_progress_bar_moves_every_log_every_n_steps_batches(monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, initial=0, **kwargs):
+            self.total, self.n, self.updates = total, initial, []
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+            self.updates.append(n)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    trainer = Trainer(max_epochs=2, log_every_n_steps=4, enable_progress_bar=True)
+    trainer.fit(Toy(), loader(batch_size=1))  # 10 batches an epoch
+    assert [bar.updates for bar in bars] == [[4, 4, 2], [4, 4, 2]]
+    assert [bar.n for bar in bars] == [10, 10]
+
+    bars.clear()
+    trainer = Trainer(max_steps=6, log_every_n_steps=4, enable_progress_bar=True)
+    trainer.fit(Toy(), loader(batch_size=1))
+    assert [bar.updates for bar in bars] == [[4, 2]]  # stopped after 6 of 10 batches: the bar says 6
