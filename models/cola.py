@@ -49,7 +49,7 @@ class ColaModel(TrainerModule):
 
         self.model_name, self.lr, self.head_lr = model_name, lr, head_lr
         self.weight_decay, self.warmup_ratio = weight_decay, warmup_ratio
-        path = resolve_model_path(model_name)
+        path = resolve_model_path(model_name) if model is None or tokenizer is None else model_name
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         self.model = model if model is not None else AutoModelForSequenceClassification.from_pretrained(

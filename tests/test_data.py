@@ -177,9 +177,13 @@ def test_the_default_cache_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_loader_settings_for_a_cpu_machine(tiny_cola, tiny_tokenizer):
+    from data.cola import default_num_workers
+
+    gpu = torch.cuda.is_available()
+    assert default_num_workers() == (2 if gpu else 0)
     dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup()
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
-        assert loader.num_workers == 0 and not loader.pin_memory  # torch.cuda.is_available() is False here
+        assert loader.num_workers == default_num_workers() and loader.pin_memory == gpu
     dm.num_workers = 1
     batches = [b["idx"].tolist() for b in dm.val_dataloader()]
     dm.num_workers = 0

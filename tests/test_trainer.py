@@ -149,7 +149,7 @@ def test_accumulated_gradient_is_the_mean_of_the_micro_batch_gradients():
     trainer.fit(module, loader(batch_size=2, n=4))
     assert trainer.global_step == 1
     for got, want in zip(module.net.parameters(), expected):
-        torch.testing.assert_close(got.detach(), want)
+        torch.testing.assert_close(got.detach().cpu(), want)
 
 
 def test_train_mode_during_training_even_from_an_eval_mode_model():
@@ -185,7 +185,7 @@ def test_model_checkpoint_keeps_the_best_weights(tmp_path):
 
     class Snapshot(Callback):
         def on_validation_end(self, trainer, module):
-            saved[trainer.current_epoch] = {k: v.clone() for k, v in module.state_dict().items()}
+            saved[trainer.current_epoch] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
     checkpoint = ModelCheckpoint(monitor="valid/loss", mode="min")
     trainer = Trainer(max_epochs=3, limit_train_batches=1, callbacks=[checkpoint, Snapshot()],
@@ -301,3 +301,20 @@ def test_progress_bar_moves_every_log_every_n_steps_batches(monkeypatch):
     trainer = Trainer(max_steps=6, log_every_n_steps=4, enable_progress_bar=True)
     trainer.fit(Toy(), loader(batch_size=1))
     assert [bar.updates for bar in bars] == [[4, 2]]  # stopped after 6 of 10 batches: the bar says 6
+
+
+def test_seed_everything_makes_cublas_deterministic_and_only_warns_on_the_rest(monkeypatch):
+    from trainer import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        seed_everything(3, deterministic=True)
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        first = torch.rand(3)
+        seed_everything(3)
+        torch.testing.assert_close(torch.rand(3), first)
+    finally:
+        torch.use_deterministic_algorithms(False)

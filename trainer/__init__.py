@@ -6,10 +6,20 @@ from trainer.trainer import NonFiniteLossError, Trainer
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (every device); with `deterministic`, also ask torch for deterministic
-    algorithms. Call it before building the model so its freshly initialised weights are reproducible."""
+    algorithms. Call it before building the model so its freshly initialised weights are reproducible.
+
+    On a GPU, cuBLAS is deterministic only with a fixed workspace (CUBLAS_WORKSPACE_CONFIG, set here unless the user
+    set it), and an operation with no deterministic CUDA kernel warns instead of stopping the run."""
+    import os
+
+    import torch
     from accelerate.utils import set_seed
 
-    set_seed(seed, deterministic=deterministic)
+    set_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA work
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
 __all__ = ["BestScores", "Callback", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]

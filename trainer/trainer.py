@@ -128,6 +128,7 @@ class Trainer:
         """`save_every_n_steps` writes a resumable checkpoint to `<default_root_dir>/checkpoints/last` every that
         many optimizer steps; `fit(..., ckpt_path=...)` continues from one."""
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         from tracking import NoOpLogger
 
@@ -135,8 +136,9 @@ class Trainer:
             raise ValueError(f"precision must be one of {', '.join(_PRECISION)}, got {precision!r}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             cpu = True  # torchrun on CPUs: Accelerate only sets up gloo processes when told to use the CPU
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu
+        self.accelerator = Accelerator(  # non_blocking: batches from pinned memory go to the GPU without a wait
+            gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu,
+            dataloader_config=DataLoaderConfiguration(non_blocking=True),
         )
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
@@ -336,7 +338,7 @@ class Trainer:
         """Remember, on the device, the first step whose loss was not finite; `_check_loss` reads it back only when
         a row is written, so the hot path has no host sync."""
         bad = ~torch.isfinite(loss.detach().float())
-        step = torch.tensor(float(self.global_step + 1), device=loss.device)
+        step = torch.full((), float(self.global_step + 1), device=loss.device)  # a fill, not a host-to-device copy
         if self._bad_loss is None:
             self._bad_loss = torch.full((2,), -1.0, device=loss.device)
         first = self._bad_loss[0] < 0
@@ -450,6 +452,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _load_state(self, path: str) -> None:
+        from accelerate.utils import send_to_device
         from safetensors.torch import load_model
 
         state = load_state(path)
@@ -459,13 +462,15 @@ class Trainer:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.global_step, self.current_epoch = state["global_step"], state["epoch"]
         self.callback_metrics = dict(state["callback_metrics"])
-        self._bad_loss = state["bad_loss"]
-        self._results.load_state_dict(state["results"])
+        device = self.accelerator.device  # the state was read onto the CPU; the epoch goes on where the model is
+        self._bad_loss = send_to_device(state["bad_loss"], device)
+        self._results.load_state_dict(send_to_device(state["results"], device))
         for callback, callback_state in zip(self.callbacks, state["callbacks"]):
             if callback_state is not None and hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(callback_state)
         self.logger.load_state_dict(state["logger"])
-        self._resume = {"batches_done": state["batches_done"], "outputs": state["outputs"], "rng": state["rng"]}
+        self._resume = {"batches_done": state["batches_done"], "outputs": send_to_device(state["outputs"], device),
+                        "rng": state["rng"]}
 
     @staticmethod
     def _restore_rng_after_first_batch(batches, rng):
