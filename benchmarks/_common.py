@@ -21,10 +21,12 @@ RESULT_PREFIX = "BENCH_RESULT "
 class StepClock:
     """Wall-clock time at the end of each optimizer step, with the padded shape of the batch it trained on."""
 
-    def __init__(self, spawn_time: float) -> None:
+    def __init__(self, spawn_time: float, warmup: int = 0, steps: int = 0) -> None:
         self.spawn_time = spawn_time  # time.time() in the parent just before it started this process
+        self.warmup, self.steps = warmup, steps
         self.times: list[float] = []
         self.shapes: list[tuple[int, int]] = []
+        self.helper_cpu: list[float] = []  # CPU seconds of child processes (W&B's service) at the timed bounds
 
     def step_done(self, input_ids) -> None:
         import torch
@@ -33,6 +35,8 @@ class StepClock:
             torch.cuda.synchronize()
         self.times.append(time.time())
         self.shapes.append(tuple(input_ids.shape))
+        if len(self.times) in (self.warmup, self.steps):
+            self.helper_cpu.append(children_cpu_seconds())
 
     def result(self, pipeline: str, warmup: int, **extra) -> dict:
         """Samples/s over the steps after the first `warmup` ones, and time from process start to the first step."""
@@ -48,8 +52,28 @@ class StepClock:
             "peak_rss_mib": peak_rss_mib(),
             "timed_shapes": timed,
             "timed_s": seconds,
+            "helper_cpu_per_step_s": (self.helper_cpu[-1] - self.helper_cpu[0]) / len(timed)
+            if len(self.helper_cpu) == 2 else float("nan"),
             **extra,
         }
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every live descendant process (W&B runs its service in one), from /proc."""
+    ticks, total, stack = os.sysconf("SC_CLK_TCK"), 0, [os.getpid()]
+    try:
+        while stack:
+            pid = stack.pop()
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    for child in f.read().split():
+                        with open(f"/proc/{child}/stat") as stat:
+                            fields = stat.read().rsplit(")", 1)[1].split()
+                        total += int(fields[11]) + int(fields[12])  # utime, stime
+                        stack.append(int(child))
+    except OSError:  # not Linux, or a process that ended meanwhile
+        return float("nan")
+    return total / ticks
 
 
 def peak_rss_mib() -> float:

@@ -91,7 +91,7 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> dict:
 def worker(args) -> None:
     from baselines import bare_loop, lightning_seed
 
-    clock = StepClock(args.spawn_time)
+    clock = StepClock(args.spawn_time, args.warmup, args.steps)
     run = {"lightning_seed": lightning_seed, "bare_loop": bare_loop}.get(args.worker)
     if run is None:
         ours(args.data_dir, args.batch_size, args.steps, args.warmup, clock, args.workdir, variant=args.worker)

@@ -75,3 +75,11 @@ def test_throughput_runs_all_three_pipelines(tmp_path):
         assert run["samples_per_s"] > 0 and run["flops"] > 0 and run["first_step_s"] > 0
     assert 0 < data["runs"]["ours"][0]["validation_s"] < 60
     assert "x_lightning_seed" in result.stdout and "large matmul" in result.stdout
+
+
+def test_host_sync_check_needs_a_gpu_and_says_so(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check would run for real")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_syncs.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == "error: no CUDA device; this check needs a GPU"
