@@ -158,8 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "..", "shared", "data",
                                                                                        "cola"))
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=48, help="optimizer steps per run (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="first steps left out of throughput (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per run (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=5, help="first steps left out of throughput (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (default: %(default)s)")
     p.add_argument("--pipelines", default="ours,lightning_seed,bare_loop")
     p.add_argument("--variants", default="", help=f"extra runs of this trainer: {','.join(list(VARIANTS)[1:])}")

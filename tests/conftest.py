@@ -36,12 +36,28 @@ def write_tsv(path: Path, rows) -> None:
             f.write(f"tiny\t{label}\t{'' if label else '*'}\t{sentence}\n")
 
 
+CACHE_VARS = ("HF_HOME", "HF_DATASETS_CACHE", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+              "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "COLA_MONITOR_CACHE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_session(tmp_path_factory):
+    """No network and every cache in a tmp folder, already for module- and session-scoped fixtures (which pytest sets
+    up before any function-scoped one)."""
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        for var in CACHE_VARS:
+            patch.setenv(var, str(home / var.lower()))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("WANDB_MODE", "offline")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path_factory, monkeypatch):
     """No network, nothing written outside tmp folders, a fresh Accelerate state per test."""
     home = tmp_path_factory.mktemp("home")
-    for var in ("HF_HOME", "HF_DATASETS_CACHE", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
-                "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+    for var in CACHE_VARS:
         monkeypatch.setenv(var, str(home / var.lower()))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("WANDB_MODE", "offline")
