@@ -1,5 +1,6 @@
 """Where one training step of all-MiniLM-L6-v2 spends its time on this machine: forward + backward (fp32 and bf16
-autocast) at a few sequence lengths, gradient clipping, and the AdamW step in torch's three implementations.
+autocast) at a few sequence lengths, collating a batch, gradient clipping, and the AdamW step in torch's three
+implementations.
 
     python benchmarks/step_parts.py
 
@@ -49,6 +50,14 @@ def main(argv=None) -> int:
         for bf16 in (False, True):
             name = f"forward + backward, length {length}, {'bf16 autocast' if bf16 else 'fp32'}"
             rows.append((name, median_ms(lambda: forward_backward(ids, bf16), args.repeats)))
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    features = [tokenizer("The sailors rode the breeze clear of the rocks." * (1 + i % 2)) | {"labels": 1}
+                for i in range(16)]
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    rows.append(("collate a batch of 16 (DataCollatorWithPadding, the DataLoader's work)",
+                 median_ms(lambda: collate(features), args.repeats)))
     rows.append(("clip_grad_norm_ (all parameters)",
                  median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), args.repeats)))
     for label, kwargs in (("for-loop (default on CPU)", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):

@@ -130,7 +130,7 @@ class ColaModel(TrainerModule):
             is_head = self.head_lr is not None and any(h in name for h in head)
             decay = 0.0 if any(n in name for n in no_decay) else self.weight_decay
             groups.setdefault((self.head_lr if is_head else self.lr, decay), []).append(param)
-        # fused: one kernel for all parameters; on a 2-core CPU the step takes 10 ms instead of 65 (BENCHMARKS.md)
+        # fused: one kernel for all parameters; on a 2-core CPU the step takes about 10 ms instead of 45 (BENCHMARKS.md)
         optimizer = torch.optim.AdamW([{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
                                       lr=self.lr, fused=True)
         total = int(self.trainer.estimated_stepping_batches)
