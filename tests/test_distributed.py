@@ -1,7 +1,10 @@
 """Two CPU processes (gloo, started by torchrun as `accelerate launch` would) against one."""
 import json
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,10 +12,22 @@ import pytest
 from conftest import ROOT, run_script, tiny_bert
 
 
-def torchrun(script, *args, cwd):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "scripts" / script), *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def torchrun(script, *args, cwd, run_dir=None):
+    """Two processes under torchrun. gloo's TCP transport now and then aborts a process while connecting (a C++
+    std::terminate, pytorch/gloo#514; once in about 25 runs here): such a run is reported and started once more,
+    after removing what it left in `run_dir`. Any other failure is the test's to judge."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               *args]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)
+    if result.returncode != 0 and GLOO_ABORT in result.stderr:
+        warnings.warn(f"gloo aborted a process ({GLOO_ABORT}); running {Path(script).name} once more")
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=150)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +42,8 @@ def test_evaluate_gives_the_same_metrics_and_examples_with_one_and_two_processes
     common = ["--checkpoint", str(model_dir), "--data-dir", str(tiny_cola), "--output-dir", str(tmp_path),
               "--batch-size", "3"]  # 20 dev rows: 7 batches, so the last one is padded across 2 processes
     one = run_script("evaluate.py", *common, "--run-name", "one", cwd=tmp_path)
-    two = torchrun("evaluate.py", *common, "--run-name", "two", cwd=tmp_path)
+    two = torchrun(ROOT / "scripts" / "evaluate.py", *common, "--run-name", "two", cwd=tmp_path,
+                   run_dir=tmp_path / "two")
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     m1 = json.loads(one.stdout.strip().splitlines()[-1])
@@ -49,7 +65,8 @@ def test_two_processes_make_the_same_optimizer_steps_for_the_same_global_batch(t
               "--log-every-n-steps", "1", "--output-dir", str(tmp_path)]
     one = run_script("train.py", *common, "--batch-size", "8", "--run-name", "one", cwd=tmp_path,
                      env={"HF_HUB_OFFLINE": "1"})
-    two = torchrun("train.py", *common, "--batch-size", "4", "--run-name", "two", cwd=tmp_path)
+    two = torchrun(ROOT / "scripts" / "train.py", *common, "--batch-size", "4", "--run-name", "two", cwd=tmp_path,
+                   run_dir=tmp_path / "two")
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     f1, f2 = (pd.read_csv(tmp_path / name / "metrics.csv") for name in ("one", "two"))
@@ -63,10 +80,7 @@ def test_two_processes_make_the_same_optimizer_steps_for_the_same_global_batch(t
 def test_each_sample_once_per_epoch_and_the_same_early_stop_on_every_process(tmp_path, model_dir, tiny_cola):
     # 48 rows in batches of 7 make 7 batches: one is halved so that each of the 2 processes gets 4 whole batches
     out = tmp_path / "seen.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "tests" / "dist_check.py"), str(model_dir), str(tiny_cola), str(out)]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=150,
-                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    result = torchrun(ROOT / "tests" / "dist_check.py", str(model_dir), str(tiny_cola), str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = json.loads(out.read_text())
     assert sorted(r["rank"] for r in ranks) == [0, 1] and [r["steps"] for r in ranks] == [8, 8]
@@ -77,3 +91,18 @@ def test_each_sample_once_per_epoch_and_the_same_early_stop_on_every_process(tmp
         trained = [i for r in ranks for e, idx in r["seen"] if e == epoch for i in idx]
         assert sorted(trained) == list(range(48)), epoch  # every sample once, no padding repeats
     assert all(len([1 for e, _ in r["seen"] if e == 0]) == 4 for r in ranks)
+
+
+def test_a_gloo_abort_is_run_once_more_and_reported(tmp_path):
+    marker, run_dir = tmp_path / "aborted-once", tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "half-written").write_text("")
+    script = tmp_path / "flaky.py"
+    script.write_text("import os, pathlib, sys\n"
+                      "marker = pathlib.Path(sys.argv[1])\n"
+                      "if os.environ['RANK'] == '0' and not marker.exists():\n"
+                      "    marker.write_text('')\n"
+                      f"    sys.stderr.write({GLOO_ABORT!r} + '\\n'); sys.stderr.flush(); os.abort()\n")
+    with pytest.warns(UserWarning, match="gloo aborted a process"):
+        result = torchrun(script, str(marker), cwd=tmp_path, run_dir=run_dir)
+    assert result.returncode == 0 and marker.exists() and not run_dir.exists()
