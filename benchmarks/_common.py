@@ -76,6 +76,17 @@ def children_cpu_seconds() -> float:
     return total / ticks
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn`, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process (Linux reports KiB). W&B's service process is not counted."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
             if trainer.global_step == LAST:
                 torch.cuda.set_sync_debug_mode(0)
 
-    warnings.showwarning, _ = show, warnings.simplefilter("always")
+    warnings.showwarning = show
+    warnings.simplefilter("always")
     defaults = ["--max-steps", "40", "--logger", "csv", "--run-name", "host-syncs", "--no-progress-bar"]
     code = train.main(defaults + argv, callbacks=[Watch()])
     every = int(argv[argv.index("--log-every-n-steps") + 1]) if "--log-every-n-steps" in argv else 10

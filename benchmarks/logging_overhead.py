@@ -25,7 +25,7 @@ from types import SimpleNamespace
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import ROOT  # noqa: E402
-from throughput import _warm_token_cache, bench_env, spawn  # noqa: E402
+from throughput import bench_env, spawn, warm_token_cache  # noqa: E402
 
 BACKENDS = {"none": "nolog", "csv": "csv", "wandb": "wandb", "csv,wandb": "ours"}  # --logger -> throughput variant
 ROW = {"train/loss_step": 0.6931, "train/acc_step": 0.5, "epoch": 0}
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         env = {**bench_env(tmp), "BENCH_COUNT_FLOPS": "0"}
         os.environ.update(env)
         costs = {spec: call_costs(spec, args.calls, tmp) for spec in BACKENDS}
-        _warm_token_cache(os.path.abspath(args.data_dir), env)
+        warm_token_cache(os.path.abspath(args.data_dir), env)
         run_args = SimpleNamespace(data_dir=os.path.abspath(args.data_dir), batch_size=16, steps=args.steps,
                                    warmup=args.warmup, tmp=tmp)
         steps = {spec: [] for spec in BACKENDS}

@@ -9,21 +9,13 @@ Medians of `--repeats` timings in one process; batch 16, dropout off (train.py's
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
-from _common import minilm_path
+from _common import median_seconds, minilm_path
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(fn, repeats)
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULT_PREFIX, ROOT, StepClock, emit, train_flops  # noqa: E402
+from _common import RESULT_PREFIX, ROOT, StepClock, emit, median_seconds, train_flops  # noqa: E402
 
 VARIANTS = {  # name -> extra scripts/train.py arguments
     "ours": [],
@@ -77,13 +77,7 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> dict:
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        a @ b
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        out[str(dtype).replace("torch.", "")] = 2 * size**3 / statistics.median(times)
+        out[str(dtype).replace("torch.", "")] = 2 * size**3 / median_seconds(lambda: a @ b, repeats)
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -113,29 +107,28 @@ def spawn(name: str, args, env: dict, log) -> dict:
 
 
 def summarize(runs: dict[str, list[dict]], peaks: list[dict]) -> dict:
-    med = lambda values: statistics.median(values)  # noqa: E731
-    fp32_peak = med([p["float32"] for p in peaks])
+    fp32_peak = statistics.median([p["float32"] for p in peaks])
     table = {}
     for name, results in runs.items():
         row = {
-            "samples_per_s": med([r["samples_per_s"] for r in results]),
-            "step_ms": 1000 * med([r["step_s"] for r in results]),
-            "first_step_s": med([r["first_step_s"] for r in results]),
-            "peak_rss_mib": med([r["peak_rss_mib"] for r in results]),
-            "padded_tokens_per_step": med([r["padded_tokens_per_step"] for r in results]),
-            "gflop_per_s": med([r["flops"] / r["timed_s"] for r in results]) / 1e9,
+            "samples_per_s": statistics.median([r["samples_per_s"] for r in results]),
+            "step_ms": 1000 * statistics.median([r["step_s"] for r in results]),
+            "first_step_s": statistics.median([r["first_step_s"] for r in results]),
+            "peak_rss_mib": statistics.median([r["peak_rss_mib"] for r in results]),
+            "padded_tokens_per_step": statistics.median([r["padded_tokens_per_step"] for r in results]),
+            "gflop_per_s": statistics.median([r["flops"] / r["timed_s"] for r in results]) / 1e9,
             "repeats": len(results),
         }
         row["of_matmul_peak"] = row["gflop_per_s"] * 1e9 / fp32_peak
         if "validation_s" in results[0]:
-            row["validation_s"] = med([r["validation_s"] for r in results])
+            row["validation_s"] = statistics.median([r["validation_s"] for r in results])
         table[name] = row
     for name, row in table.items():
         for base in ("lightning_seed", "bare_loop"):
             if base in table:
                 row[f"x_{base}"] = row["samples_per_s"] / table[base]["samples_per_s"]
     return {"pipelines": table, "matmul_gflop_per_s": {"float32": fp32_peak / 1e9,
-                                                       "bfloat16": med([p["bfloat16"] for p in peaks]) / 1e9},
+                                                       "bfloat16": statistics.median([p["bfloat16"] for p in peaks]) / 1e9},
             "threads": peaks[0]["threads"]}
 
 
@@ -179,7 +172,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="cola-bench-") as tmp:
         args.tmp = tmp
         env = bench_env(tmp)
-        _warm_token_cache(args.data_dir, env)
+        warm_token_cache(args.data_dir, env)
         log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
         runs: dict[str, list[dict]] = {n: [] for n in names}
         peaks = []
@@ -210,7 +203,7 @@ def bench_env(tmp: str) -> dict:
     return env
 
 
-def _warm_token_cache(data_dir: str, env: dict) -> None:
+def warm_token_cache(data_dir: str, env: dict) -> None:
     """Fill the tokenization cache first, as any earlier run on the machine would have: every timed run of this
     trainer then starts the way a user's second run does."""
     code = ("import sys; sys.path.insert(0, '.'); from transformers import AutoTokenizer; from data import "

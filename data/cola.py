@@ -111,11 +111,12 @@ class ColaDataModule:
         cache = TokenCache(self.cache_dir, self.tokenizer, self.max_length) if self.cache_dir else None
         self.splits = {}
         for split in raw:
-            cached = cache.load(raw[split]) if cache else None
+            path = cache.path(raw[split]) if cache else None
+            cached = cache.load(path) if cache else None
             if cached is None:
                 cached = raw[split].map(self._tokenize, batched=True, remove_columns=["sentence"])
                 if cache:
-                    cache.save(raw[split], cached)
+                    cache.save(path, cached)
             self.splits[split] = cached
         return self
 
@@ -188,15 +189,15 @@ class TokenCache:
             definition = Hasher.hash(tokenizer)
         self.salt = json.dumps([type(tokenizer).__name__, definition, max_length])
 
-    def key(self, raw) -> str:
+    def path(self, raw) -> str:
+        """The entry for an untokenized split `raw`."""
         digest = hashlib.sha256(self.salt.encode())
         digest.update(json.dumps([raw.column_names, raw.to_dict()], sort_keys=True).encode())
-        return digest.hexdigest()[:32]
+        return os.path.join(self.root, digest.hexdigest()[:32])
 
-    def load(self, raw):
+    def load(self, path: str):
         import datasets
 
-        path = os.path.join(self.root, self.key(raw))
         if not os.path.isdir(path):
             return None
         try:
@@ -206,8 +207,7 @@ class TokenCache:
             shutil.rmtree(path, ignore_errors=True)
             return None
 
-    def save(self, raw, tokenized) -> None:
-        path = os.path.join(self.root, self.key(raw))
+    def save(self, path: str, tokenized) -> None:
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             os.makedirs(self.root, exist_ok=True)

@@ -40,27 +40,26 @@ CACHE_VARS = ("HF_HOME", "HF_DATASETS_CACHE", "WANDB_DIR", "WANDB_DATA_DIR", "WA
               "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "COLA_MONITOR_CACHE")
 
 
+def _isolate(patch, home) -> None:
+    for var in CACHE_VARS:
+        patch.setenv(var, str(home / var.lower()))
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv("WANDB_MODE", "offline")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_session(tmp_path_factory):
     """No network and every cache in a tmp folder, already for module- and session-scoped fixtures (which pytest sets
     up before any function-scoped one)."""
-    home = tmp_path_factory.mktemp("session-home")
     with pytest.MonkeyPatch.context() as patch:
-        for var in CACHE_VARS:
-            patch.setenv(var, str(home / var.lower()))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("WANDB_MODE", "offline")
+        _isolate(patch, tmp_path_factory.mktemp("session-home"))
         yield
 
 
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path_factory, monkeypatch):
     """No network, nothing written outside tmp folders, a fresh Accelerate state per test."""
-    home = tmp_path_factory.mktemp("home")
-    for var in CACHE_VARS:
-        monkeypatch.setenv(var, str(home / var.lower()))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
     monkeypatch.delenv("COLA_DIR", raising=False)
     yield
     from accelerate.state import AcceleratorState, GradientState
