@@ -35,7 +35,8 @@ def read_glue_tsv(path: str) -> dict[str, list]:
     sentences, labels = [], []
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            for line_no, row in enumerate(reader, start=1):
                 if line_no == 1 and len(row) >= 2 and row[1].strip().lower() == "label":
                     continue  # a header line
                 if not row or row == [""]:
@@ -52,6 +53,9 @@ def read_glue_tsv(path: str) -> dict[str, list]:
     except UnicodeDecodeError as exc:
         line_no = _line_of_offset(path, exc.start)
         raise DataError(f"{path}:{line_no}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
+    except csv.Error as exc:  # a field longer than csv.field_size_limit(), a NUL byte
+        raise DataError(f"{path}:{reader.line_num}: {exc}; is this a GLUE TSV file? (one sentence per line, "
+                        "tab-separated)") from None
     if not sentences:
         raise DataError(f"{path}: no rows; expected GLUE CoLA rows (source, label, annotation, sentence)")
     return {"sentence": sentences, "label": labels, "idx": list(range(len(sentences)))}
@@ -81,7 +85,12 @@ def load_cola(data_dir: str | None = None):
             split: datasets.Dataset.from_dict(read_glue_tsv(os.path.join(data_dir, name)))
             for split, name in SPLIT_FILES.items()
         })
-    loaded = datasets.load_dataset(*HUB_DATASET)
+    try:
+        loaded = datasets.load_dataset(*HUB_DATASET)
+    except Exception as exc:  # offline with no cached copy, an unreachable Hub, a damaged cache
+        raise DataError(f"cannot load {'/'.join(HUB_DATASET)} from the Hugging Face Hub or its cache "
+                        f"({type(exc).__name__}); pass --data-dir DIR with CoLA's train.tsv and dev.tsv (or set "
+                        f"{DATA_DIR_ENV})") from None
     return datasets.DatasetDict({split: loaded[split] for split in SPLIT_FILES})
 
 

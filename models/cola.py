@@ -17,6 +17,9 @@ LABELS = ("unacceptable", "acceptable")
 MINILM = "minilm"
 DEFAULT_MODEL = MINILM
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# What `--monitor` may name: every metric the model logs by the time a validation ends (`_epoch` forms too).
+METRICS = ("valid/loss", "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
+           "valid/recall_micro", "valid/f1", "valid/mcc", "train/loss", "train/acc")
 
 
 def resolve_model_path(name: str) -> str:
@@ -52,10 +55,13 @@ class ColaModel(TrainerModule):
         path = resolve_model_path(model_name) if model is None or tokenizer is None else model_name
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        self.model = model if model is not None else AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-            label2id={n: i for i, n in enumerate(LABELS)}, **overrides,
-        )
+        self.loading_info: dict = {}  # what from_pretrained found missing (the new head) or unexpected
+        if model is None:
+            model, self.loading_info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+                label2id={n: i for i, n in enumerate(LABELS)}, output_loading_info=True, **overrides,
+            )
+        self.model = model
         n = len(LABELS)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.
         kw = {"num_classes": n, "sync_on_compute": False}

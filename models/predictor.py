@@ -1,23 +1,49 @@
-"""`ColaPredictor`: the seed's inference API over any sequence-classification folder."""
+"""`ColaPredictor`: the seed's inference API over any sequence-classification folder, batched by length."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from models.cola import LABELS
-
 
 class ColaPredictor:
-    def __init__(self, checkpoint: str) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(self, checkpoint: str, max_length: int = 128) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.max_length = max_length
+        self._collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
 
     @torch.no_grad()
-    def predict(self, sentences: Sequence[str]) -> list[list[dict]]:
+    def probabilities(self, sentences: Sequence[str], batch_size: int = 64) -> list[list[float]]:
+        """Class probabilities per sentence, in input order. Sentences are scored in batches of similar length,
+        each padded only to its longest (as validation batches are), so a long input costs memory per batch."""
+        encoded = self.tokenizer(list(sentences), truncation=True, max_length=self.max_length)
+        features = [{k: encoded[k][i] for k in encoded} for i in range(len(sentences))]
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        probs: list[list[float]] = [[] for _ in features]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = self._collate([features[i] for i in chunk])
+            for i, row in zip(chunk, self.model(**batch).logits.float().softmax(-1).tolist()):
+                probs[i] = row
+        return probs
+
+    def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[list[dict]]:
         """For each sentence: `[{"label": "unacceptable", "score": p0}, {"label": "acceptable", "score": p1}]`."""
-        batch = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        probs = self.model(**batch).logits.float().softmax(-1).tolist()
-        return [[{"label": label, "score": score} for label, score in zip(LABELS, row)] for row in probs]
+        return [[{"label": label, "score": score} for label, score in zip(self.labels, row)]
+                for row in self.probabilities(sentences, batch_size)]
+
+    def stream(self, sentences: Iterable[str], batch_size: int = 64, chunk: int = 4096) -> Iterator[tuple[str, list]]:
+        """(sentence, probabilities) for every sentence of a possibly endless iterable, `chunk` sentences at a
+        time, so the output starts before the input ends and memory stays flat."""
+        pending: list[str] = []
+        for sentence in sentences:
+            pending.append(sentence)
+            if len(pending) == chunk:
+                yield from zip(pending, self.probabilities(pending, batch_size))
+                pending = []
+        if pending:
+            yield from zip(pending, self.probabilities(pending, batch_size))

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime
+import math
 import os
 import sys
 from typing import Callable
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 class UsageError(Exception):
@@ -48,6 +49,38 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (NaN refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """What numpy, torch and random all accept: an integer in [0, 2**32 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 4294967295], got {text!r}")
     return value
 
 
@@ -170,74 +203,92 @@ def check_model_source(name: str) -> None:
     require_hub(name, "model", f"pass a local model folder or --model {MINILM} (weights shipped with the install)")
 
 
-def load_model(name: str, loader=None, **kwargs):
-    """`loader(name, **kwargs)` (default: `ColaModel(model_name=name, ...)`) after `check_model_source`, with a
-    loading failure as a one-line UsageError. Weights load through safetensors or `torch.load(weights_only=True)`
-    only (transformers' default), so a pickle that carries code is refused, never run."""
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _loading(name: str, load):
+    """`load()` with transformers' own load report and progress bars silenced, and any failure to read the files
+    (missing, truncated, a damaged header, tensors of the wrong shape, a broken tokenizer file) as one UsageError.
+    Weights load through safetensors or `torch.load(weights_only=True)` only (transformers' default), so a pickle
+    that carries code is refused, never run."""
     import pickle
 
-    from models import ColaModel
+    from transformers.utils import logging as hf_logging
 
-    check_model_source(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # for good: the scripts show their own progress, not each file written
     try:
-        return loader(name, **kwargs) if loader else ColaModel(model_name=name, **kwargs)
+        return load()
     except pickle.UnpicklingError:
         raise UsageError(f"cannot load model {name!r}: its weights are a pickle that carries code, which is never "
                          "run; convert the checkpoint to safetensors from a trusted source") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load model {name!r}: {str(exc).strip().splitlines()[0]}") from None
+    except (UsageError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # OSError, ValueError, SafetensorError, RuntimeError (shapes), tokenizers' Exception
+        raise UsageError(f"cannot load model {name!r}: {_reason(exc)}; pass a folder written by this project "
+                         "(such as <run>/checkpoints/best) or a Hugging Face model folder") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
-def new_run_dir(output_dir: str, run_name: str | None, prefix: str = "") -> str:
-    """`<output_dir>/<run_name>`; a timestamped name by default. Refuses to write into an existing run."""
-    name = run_name or prefix + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(output_dir, name)
-    if run_name is None:
-        suffix = 1
-        while os.path.exists(path):
-            suffix += 1
-            path = os.path.join(output_dir, f"{name}-{suffix}")
-    elif os.path.exists(path) and os.listdir(path):
-        raise UsageError(f"run folder {path} already exists and is not empty; choose another --run-name")
-    return path
+def load_tokenizer(name: str):
+    """The tokenizer of `minilm`, a model folder or a Hub id: read before the data, and long before the weights."""
+    from transformers import AutoTokenizer
+
+    from models import resolve_model_path
+
+    check_model_source(name)
+    return _loading(name, lambda: AutoTokenizer.from_pretrained(resolve_model_path(name)))
 
 
-def resume_target(output_dir: str, run_name: str | None, resume: str) -> tuple[str, str | None]:
-    """(run folder, checkpoint or None) for `--resume auto` or `--resume PATH`.
+def load_model(name: str, loader=None, **kwargs):
+    """`loader(name, **kwargs)` (default: `ColaModel(model_name=name, ...)`) after `check_model_source`, with a
+    loading failure as a one-line UsageError. The classifier head a pretrained encoder lacks is reported in one
+    line instead of transformers' load table."""
+    from models import ColaModel
 
-    auto: the run folder `<output_dir>/<run_name>`, or without --run-name the newest run folder that holds a
-    resumable checkpoint; no checkpoint there yet means starting that run over. PATH: a run folder or a
-    checkpoint folder inside one, which must hold a resumable checkpoint."""
-    from trainer.checkpoint import find_resumable
-
-    if resume != "auto":
-        checkpoint = find_resumable(resume)
-        if checkpoint is None:
-            raise UsageError(f"{resume}: no resumable checkpoint there (trainer_state.pt); pass a run folder or its "
-                             "checkpoints/last written with --save-every-n-steps")
-        if os.path.normpath(checkpoint) == os.path.normpath(resume):  # a checkpoint folder: <run>/checkpoints/<name>
-            return os.path.dirname(os.path.dirname(os.path.normpath(checkpoint))), checkpoint
-        return resume, checkpoint
-    if run_name:
-        run_dir = os.path.join(output_dir, run_name)
-        return run_dir, find_resumable(run_dir)
-    candidates = [os.path.join(output_dir, d) for d in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])]
-    resumable = [d for d in candidates if find_resumable(d)]
-    if not resumable:
-        raise UsageError(f"--resume auto: no run in {output_dir} has a resumable checkpoint; pass --run-name to start "
-                         "one, with --save-every-n-steps N")
-    run_dir = max(resumable, key=lambda d: os.path.getmtime(os.path.join(d, "checkpoints", "last")))
-    return run_dir, find_resumable(run_dir)
+    check_model_source(name)
+    model = _loading(name, lambda: loader(name, **kwargs) if loader else ColaModel(model_name=name, **kwargs))
+    info = getattr(model, "loading_info", None) or {}
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        fresh = all(k.startswith(("classifier.", "pooler.", "score.")) for k in missing)
+        print(f"model {name}: {'a new classification head' if fresh else 'weights missing from the checkpoint'}"
+              f" ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}) initialised at random"
+              f"{'; it is trained now' if fresh else ''}", file=sys.stderr)
+    return model
 
 
-def shared_run_dir(accelerator, output_dir: str, run_name: str | None, prefix: str = "") -> str:
-    """The main process names the run folder; every other process receives the same name."""
-    from accelerate.utils import broadcast_object_list
+def finalize_logger(logger, status: str) -> None:
+    """Finish every backend (a second call is harmless). A backend that stopped answering may leave threads and
+    exit handlers that never return: then the process is made to exit promptly once its output is out."""
+    global _HARD_EXIT
+    logger.finalize(status)
+    backends = getattr(logger, "loggers", [logger])
+    if any(getattr(b, "hung", False) for b in backends):
+        _HARD_EXIT = True
 
-    chosen = [new_run_dir(output_dir, run_name, prefix) if accelerator.is_main_process else None]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(chosen)
-    return chosen[0]
+
+_HARD_EXIT = False
+EXIT_GRACE_S = 20.0
+
+
+def exit(code: int) -> None:
+    """End the script with `code`. Exit handlers (W&B's among them) get `EXIT_GRACE_S` seconds; after that, or at
+    once when a tracking backend hung, the process ends regardless, so it never outlives its last line by long."""
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _HARD_EXIT:
+        os._exit(code)
+    watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(code,))
+    watchdog.daemon = True
+    watchdog.start()
+    sys.exit(code)
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -249,3 +300,6 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except (UsageError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before the run started; nothing was recorded", file=sys.stderr)
+        return EXIT_INTERRUPTED

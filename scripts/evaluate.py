@@ -12,7 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts import _cli  # noqa: E402
+from scripts import _cli, _rundir  # noqa: E402
+from scripts.train import write_report  # noqa: E402
 
 
 def build_parser() -> _cli.Parser:
@@ -34,30 +35,51 @@ def build_parser() -> _cli.Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from data import ColaDataModule
-
+    if args.run_name is not None:
+        _rundir.check_run_name(args.run_name)
     data_dir = _cli.data_source(args.data_dir)
 
+    from data import ColaDataModule, DataError
     from models import SamplesVisualisationLogger
     from tracking import build_logger
     from trainer import Trainer
 
-    model = _cli.load_model(args.checkpoint)
-    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, eval_batch_size=args.batch_size).setup()
-    trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False,
-                      callbacks=[SamplesVisualisationLogger(datamodule.sentences["validation"])])
-    run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-")
-    trainer.default_root_dir = run_dir
-    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process,
-                                  **_cli.logger_options(args, os.path.basename(run_dir)))
-    trainer.logger.log_hyperparams({**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola"})
-    metrics = trainer.validate(model, datamodule.val_dataloader())
+    trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False)
+    run, run_dir, _ = _rundir.open_run(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-")
     if trainer.is_main_process:
-        if args.logger != "none":
-            print(f"run folder: {os.path.abspath(run_dir)}")
-        print(json.dumps({k: v for k, v in sorted(metrics.items())}))
+        print(f"run folder: {os.path.abspath(run_dir)}", flush=True)
+    try:
+        try:
+            tokenizer = _cli.load_tokenizer(args.checkpoint)
+            datamodule = ColaDataModule(tokenizer, data_dir=data_dir, eval_batch_size=args.batch_size).setup()
+            model = _cli.load_model(args.checkpoint, tokenizer=tokenizer)
+        except (_cli.UsageError, DataError, KeyboardInterrupt):
+            if run is not None:
+                run.abandon()
+            raise
+        trainer.callbacks = [SamplesVisualisationLogger(datamodule.sentences["validation"])]
+        trainer.default_root_dir = run_dir
+        trainer.logger = build_logger(f"csv,{args.logger}", run_dir, trainer.is_main_process,
+                                      **_cli.logger_options(args, os.path.basename(run_dir)))
+        trainer.logger.log_hyperparams({**vars(args), "data_source": data_dir or "hub:nyu-mll/glue/cola"})
+        if run is not None:
+            run.set_status("running")
+        status = "failed"
+        try:
+            metrics = trainer.validate(model, datamodule.val_dataloader())
+            status = "finished"
+        finally:
+            _cli.finalize_logger(trainer.logger, "success" if status == "finished" else status)
+            if run is not None:
+                run.set_status(status, trainer.global_step)
+    finally:
+        if run is not None:
+            run.release()
+    if trainer.is_main_process:
+        write_report(run_dir)
+        print(json.dumps({k: v for k, v in sorted(metrics.items())}), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run_main(main))
+    _cli.exit(_cli.run_main(main))

@@ -1,8 +1,11 @@
-"""Score sentences for grammatical acceptability with a saved model.
+"""Classify sentences with a saved model.
 
     python scripts/predict.py --checkpoint runs/<run>/checkpoints/best "The boy is sitting on a bench."
+    python scripts/predict.py --checkpoint runs/<run>/checkpoints/best --input sentences.txt   # one per line
+    cat sentences.txt | python scripts/predict.py --checkpoint runs/<run>/checkpoints/best --input -
 
-Prints one JSON line per sentence: [{"label": "unacceptable", "score": p}, {"label": "acceptable", "score": q}].
+Prints one JSON line per sentence, in input order:
+{"sentence": "...", "label": "acceptable", "score": 0.9312, "scores": {"unacceptable": 0.0688, "acceptable": 0.9312}}
 """
 from __future__ import annotations
 
@@ -14,25 +17,78 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts import _cli  # noqa: E402
 
+REPLACEMENT = "\ufffd"
+
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="predict.py", description="Score sentences with a sequence-classification checkpoint (any "
-                    "folder that AutoModelForSequenceClassification.from_pretrained loads).")
+    p = _cli.Parser(prog="predict.py", description="Classify sentences with a sequence-classification checkpoint "
+                    "(any folder that AutoModelForSequenceClassification.from_pretrained loads); label names come "
+                    "from the checkpoint's config.")
     p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
-    p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="one or more sentences to score")
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="read sentences from FILE, one per line (blank lines are skipped), or from standard input "
+                        "with '-'")
+    p.add_argument("--batch-size", type=_cli.positive_int, default=64,
+                   help="sentences per forward pass; batches group sentences of similar length (default: "
+                        "%(default)s)")
+    p.add_argument("--decimals", type=_cli.non_negative_int, default=4, help="rounding of the scores (default: "
+                   "%(default)s)")
+    p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to classify (or use --input)")
     return p
+
+
+def _utf8(text: str) -> str:
+    """A command-line argument as UTF-8 text: bytes that are not UTF-8 (which Python keeps as surrogates) become
+    U+FFFD, as when a file is read."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def read_sentences(args):
+    """The sentences to classify, lazily: the command line, a file, or standard input."""
+    if args.input is None:
+        yield from (_utf8(s) for s in args.sentences)
+        return
+    stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+    with stream:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.strip():
+                yield line
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if bool(args.sentences) == (args.input is not None):
+        raise _cli.UsageError("pass sentences on the command line or --input FILE (or - for standard input), "
+                              "one of the two")
+    if args.input not in (None, "-") and not os.path.isfile(args.input):
+        raise _cli.UsageError(f"--input {args.input}: no such file; pass a text file with one sentence per line")
     from models import ColaPredictor
 
     predictor = _cli.load_model(args.checkpoint, loader=ColaPredictor)
-    for scores in predictor.predict(args.sentences):
-        print(json.dumps(scores))
+    try:
+        replaced = write_predictions(predictor, args)
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if replaced:
+        print(f"warning: {replaced} sentence(s) held bytes that are not UTF-8; they were read with U+FFFD in their "
+              "place", file=sys.stderr)
     return 0
 
 
+def write_predictions(predictor, args) -> int:
+    """One JSON line per sentence; returns how many sentences held bytes that are not UTF-8."""
+    replaced = 0
+    for sentence, probs in predictor.stream(read_sentences(args), batch_size=args.batch_size):
+        replaced += REPLACEMENT in sentence
+        best = max(range(len(probs)), key=probs.__getitem__)
+        print(json.dumps({"sentence": sentence, "label": predictor.labels[best],
+                          "score": round(probs[best], args.decimals),
+                          "scores": {label: round(p, args.decimals) for label, p in zip(predictor.labels, probs)}}))
+    return replaced
+
+
 if __name__ == "__main__":
-    sys.exit(_cli.run_main(main))
+    _cli.exit(_cli.run_main(main))

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts import _cli  # noqa: E402
+from scripts import _cli, _rundir  # noqa: E402
 
 DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=None, warmup_ratio=0.1,
                 weight_decay=0.01, dropout=0.0)
@@ -40,9 +40,9 @@ def build_parser() -> _cli.Parser:
                    help="peak learning rate of the encoder (default: %(default)s)")
     p.add_argument("--head-lr", type=_cli.positive_float, default=DEFAULTS["head_lr"],
                    help="peak learning rate of the pooler and classifier, which start untrained (default: --lr)")
-    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS["warmup_ratio"],
+    p.add_argument("--warmup-ratio", type=_cli.fraction, default=DEFAULTS["warmup_ratio"],
                    help="fraction of steps with linear warm-up, then linear decay to 0 (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")
+    p.add_argument("--weight-decay", type=_cli.non_negative_float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")
     p.add_argument("--dropout", type=_cli.probability_or_none, default=DEFAULTS["dropout"],
                    help="hidden and attention dropout of the encoder; 'none' keeps the checkpoint's (default: "
                         "%(default)s)")
@@ -53,7 +53,7 @@ def build_parser() -> _cli.Parser:
                    help="torch.compile the transformer (dynamic shapes); the first steps wait for compilation")
     p.add_argument("--num-workers", type=_cli.non_negative_int, default=None,
                    help="DataLoader worker processes (default: 0 without a GPU, 2 with one)")
-    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_cli.seed, default=42, help="(default: %(default)s)")
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
     p.add_argument("--log-every-n-steps", type=_cli.positive_int, default=10, help="(default: %(default)s)")
@@ -77,68 +77,155 @@ def build_parser() -> _cli.Parser:
     return p
 
 
+def check_flags(args) -> None:
+    """What argparse cannot check alone, before anything is loaded or written."""
+    from models.cola import METRICS
+
+    name = args.monitor[: -len("_epoch")] if args.monitor.endswith("_epoch") else args.monitor
+    if name not in METRICS:
+        raise _cli.UsageError(f"--monitor {args.monitor!r} is not a metric this model logs; choose from "
+                              f"{', '.join(METRICS)}")
+    if args.run_name is not None:
+        _rundir.check_run_name(args.run_name)
+
+
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """`callbacks`: extra `trainer.Callback`s run after the built-in ones (benchmarks/throughput.py times steps so)."""
     args = build_parser().parse_args(argv)
-    from data import ColaDataModule
-
+    check_flags(args)
     data_dir = _cli.data_source(args.data_dir)
-    run_dir, resume_from = _cli.resume_target(args.output_dir, args.run_name, args.resume) if args.resume else (None, None)
 
-    from models import SamplesVisualisationLogger
-    from tracking import build_logger
-    from trainer import BestScores, EarlyStopping, ModelCheckpoint, NonFiniteLossError, Trainer, seed_everything
+    from trainer import Trainer
 
-    seed_everything(args.seed, deterministic=True)
-    model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-                            warmup_ratio=args.warmup_ratio, dropout=args.dropout)
-    if args.compile:
-        model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
-    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed,
-                                num_workers=args.num_workers).setup()
-
-    checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model)
     trainer = Trainer(
         max_epochs=args.max_epochs, max_steps=args.max_steps or -1,
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
         log_every_n_steps=args.log_every_n_steps, accumulate_grad_batches=args.accumulate_grad_batches,
         gradient_clip_val=1.0, precision=args.precision,
-        callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
-                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
-                   BestScores({"valid/loss": "min", "valid/mcc": "max"}), *callbacks],
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
-    if args.resume:
-        if resume_from is None and trainer.is_main_process and os.path.exists(os.path.join(run_dir, "metrics.csv")):
-            os.remove(os.path.join(run_dir, "metrics.csv"))  # killed before its first checkpoint: start over
-        print(f"resuming from {resume_from}" if resume_from else f"no checkpoint in {run_dir} yet: starting over")
-    else:
-        run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name)
-    trainer.default_root_dir = run_dir
-    run_name = os.path.basename(run_dir)
-    checkpoint.artifact_name = f"model-{run_name}"
-    trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process, **_cli.logger_options(args, run_name))
-    trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
+    run, run_dir, resume_from = _rundir.open_run(trainer.accelerator, args.output_dir, args.run_name, args.resume,
+                                                 flags(args))
+    if trainer.is_main_process:
+        print(f"run folder: {os.path.abspath(run_dir)}", flush=True)
+        if args.resume:
+            print(f"resuming from {resume_from} (step {run.resume_step})" if resume_from
+                  else f"no run folder {run_dir} yet: starting it")
+    try:
+        return train(args, trainer, run, run_dir, resume_from, data_dir, argv, callbacks)
+    finally:
+        if run is not None:
+            run.release()
 
+
+def train(args, trainer, run, run_dir, resume_from, data_dir, argv, callbacks) -> int:
+    """Everything after the run folder is held: data and model (the folder is abandoned if either fails), then
+    the loggers, the loop, and the run's end however it comes."""
+    from data import ColaDataModule, DataError
+    from models import SamplesVisualisationLogger
+    from tracking import build_logger
+    from trainer import BestScores, CheckpointError, EarlyStopping, ModelCheckpoint, NonFiniteLossError, seed_everything
+    from trainer.checkpoint import check_compatible
+
+    try:
+        seed_everything(args.seed, deterministic=True)
+        tokenizer = _cli.load_tokenizer(args.model)
+        datamodule = ColaDataModule(tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed,
+                                    num_workers=args.num_workers).setup()
+        seed_everything(args.seed, deterministic=True)  # the head's initial weights do not depend on the data path
+        model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
+                                warmup_ratio=args.warmup_ratio, dropout=args.dropout, tokenizer=tokenizer)
+        if resume_from:
+            check_compatible(resume_from, model)
+    except CheckpointError as exc:
+        if run is not None:
+            run.abandon()
+        raise _cli.UsageError(f"cannot resume: {exc}") from None
+    except (_cli.UsageError, DataError, KeyboardInterrupt):
+        if run is not None:
+            run.abandon()
+        raise
+    if args.compile:
+        model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
+
+    checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model,
+                                 artifact_name=f"model-{os.path.basename(run_dir)}")
+    trainer.callbacks = [checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
+                         SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
+                         BestScores({"valid/loss": "min", "valid/mcc": "max"}), *callbacks]
+    trainer.default_root_dir = run_dir
+    # The local record (hparams.yaml, metrics.csv, tables, plots, summary, report) is always written; --logger adds
+    # trackers on top of it.
+    trainer.logger = build_logger(f"csv,{args.logger}", run_dir, trainer.is_main_process,
+                                  **_cli.logger_options(args, os.path.basename(run_dir)))
+    trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
+    if run is not None:
+        run.set_status("running")
+
+    status, code = "failed", 1
     try:
         trainer.fit(model, datamodule.train_dataloader(num_processes=trainer.accelerator.num_processes),
                     datamodule.val_dataloader(), ckpt_path=resume_from)
+        status, code = "finished", 0
     except NonFiniteLossError as exc:
-        kept = f"the last good checkpoint is {os.path.abspath(checkpoint.best_model_path)}" \
-            if checkpoint.best_model_path else "no checkpoint was written before it"
-        print(f"error: {exc}; {kept}. Try a lower --lr.", file=sys.stderr)
-        return 1
-
-    if trainer.is_main_process:
-        print(f"run folder: {os.path.abspath(run_dir)}")
-        if "csv" in args.logger.split(","):
-            write_report(run_dir)
+        print(f"error: {exc}; {last_good(trainer, checkpoint, args)}. Start a new run with a lower --lr.",
+              file=sys.stderr)
+    except KeyboardInterrupt:
+        status, code = "interrupted", _cli.EXIT_INTERRUPTED
+        print(f"interrupted (Ctrl-C) at step {trainer.global_step}, epoch {trainer.current_epoch}; "
+              f"{resume_hint(trainer, run_dir, argv)}", file=sys.stderr)
+    except CheckpointError as exc:
+        status, code = "failed", _cli.EXIT_USAGE
+        print(f"error: cannot resume: {exc}", file=sys.stderr)
+    finally:
+        _cli.finalize_logger(trainer.logger, "success" if status == "finished" else status)
+        if run is not None:
+            run.set_status(status, trainer.global_step)
+    if code == 0 and trainer.is_main_process:
+        write_report(run_dir)
         if checkpoint.best_model_path:
             print(f"best checkpoint: {os.path.abspath(checkpoint.best_model_path)} "
                   f"({args.monitor}={checkpoint.best_score:.4f} at step {checkpoint.best_step})")
         best = {k: round(v, 4) for k, v in checkpoint.best_metrics.items() if k.startswith("valid/")}
-        print(json.dumps({"best": best, "step": checkpoint.best_step}))
-    return 0
+        print(json.dumps({"best": best, "step": checkpoint.best_step}), flush=True)
+    return code
+
+
+def last_good(trainer, checkpoint, args) -> str:
+    """The checkpoints written before the first non-finite loss, named truthfully."""
+    kept = []
+    if trainer.last_state_path:
+        kept.append(f"{os.path.abspath(trainer.last_state_path)} (resumable, step {trainer.last_state_step})")
+    if checkpoint.best_model_path:
+        kept.append(f"{os.path.abspath(checkpoint.best_model_path)} ({args.monitor}={checkpoint.best_score:.4f} at "
+                    f"step {checkpoint.best_step})")
+    return f"the last good checkpoint{'s are' if len(kept) > 1 else ' is'} {' and '.join(kept)}" if kept \
+        else "no checkpoint was written before it"
+
+
+def resume_hint(trainer, run_dir, argv) -> str:
+    from trainer.checkpoint import find_resumable
+
+    if not trainer.last_state_path or find_resumable(run_dir) is None:
+        return "no resumable checkpoint was written (pass --save-every-n-steps N to make a run resumable)"
+    import shlex
+
+    given = list(sys.argv[1:] if argv is None else argv)
+    kept, skip = [], False
+    for arg in given:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    command = shlex.join(["python", "scripts/train.py", *kept, "--resume", os.path.abspath(run_dir)])
+    return f"resume from step {trainer.last_state_step} with: {command}"
+
+
+def flags(args) -> dict:
+    """The flags as hparams.yaml records them, to compare a resumed run's flags with the run's own."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
 
 
 def write_report(run_dir: str) -> None:
@@ -158,11 +245,12 @@ def hyperparameters(args, data_dir, trainer) -> dict:
     import transformers
 
     return {**vars(args), "optimizer": "AdamW", "lr_schedule": "linear warm-up, linear decay to 0",
-            "git_commit": _cli.git_commit(), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
+            "git_commit": _cli.git_commit(), "data_source": data_dir or "hub:nyu-mll/glue/cola",
+            "num_processes": trainer.accelerator.num_processes,
             "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "accelerate": accelerate.__version__}}
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run_main(main))
+    _cli.exit(_cli.run_main(main))

@@ -255,6 +255,60 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_keeps_the_last_goo
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+def test_no_checkpoint_is_written_after_a_non_finite_loss_between_two_rows(tmp_path):
+    """Rows every 5 steps, resumable checkpoints every 3: the loss turns NaN at step 4, before any row notices it.
+    The step-6 checkpoint must not be written over the step-3 one."""
+    from safetensors.torch import load_file
+
+    from trainer import NonFiniteLossError
+    from trainer.checkpoint import load_state
+
+    class Diverges(Toy):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step == 3 else loss
+
+    trainer = Trainer(max_epochs=1, log_every_n_steps=5, save_every_n_steps=3, default_root_dir=str(tmp_path),
+                      enable_progress_bar=False)
+    with pytest.raises(NonFiniteLossError, match="became nan at step 4"):
+        trainer.fit(Diverges(dropout=0.0), loader(batch_size=1), loader())
+    last = tmp_path / "checkpoints" / "last"
+    assert load_state(last)["global_step"] == 3 and trainer.last_state_step == 3
+    assert trainer.last_state_path == str(last)
+    assert trainer.global_step == 5  # the row at step 5 noticed it; the checkpoint at step 6 never came
+    assert all(torch.isfinite(w).all() for w in load_file(last / "model.safetensors").values())
+
+
+def test_fit_then_test_log_to_one_open_logger_finalized_by_its_owner(tmp_path):
+    """The trainer never finalizes the logger: fit, then test, then the owner's finalize (twice is harmless)."""
+    import threading
+
+    from tracking import build_logger
+
+    logger = build_logger("csv", str(tmp_path))
+
+    class WithTest(Toy):
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("test/loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    trainer = Trainer(max_epochs=1, logger=logger, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    module = WithTest(dropout=0.0)
+    done = threading.Event()
+
+    def run():
+        trainer.fit(module, loader(), loader())
+        trainer.test(module, loader())
+        logger.finalize()
+        logger.finalize()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(60), "fit then test then finalize did not return"
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert frame["test/loss"].notna().sum() == 1 and frame["valid/x"].notna().sum() == 1
+
+
 def test_bf16_mixed_precision_runs_the_steps_under_autocast():
     dtypes = []
 

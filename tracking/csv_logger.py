@@ -105,10 +105,14 @@ class CSVLogger(ExperimentLogger):
     def load_state_dict(self, state: dict) -> None:
         """Keep the first `rows` rows of the metrics.csv an interrupted run left (it may have written more after
         its checkpoint; those rows will be logged again) and go on appending."""
+        if not os.path.isfile(self.metrics_path):  # killed before its first row was written
+            return
         with open(self.metrics_path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             self._columns = list(reader.fieldnames or FIXED_COLUMNS)
-            self._rows = [{k: v for k, v in row.items() if v != ""} for row in reader][: state["rows"]]
+            self._rows = [{k: v for k, v in row.items() if v != ""} for row in reader]
+        if state.get("rows") is not None:  # None: this backend was off when the checkpoint was taken; keep every row
+            self._rows = self._rows[: state["rows"]]
         self._rewrite()
 
     def _rewrite(self) -> None:

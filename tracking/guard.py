@@ -22,6 +22,7 @@ class GuardedLogger(ForwardingLogger):
         self.backend, self.name, self.timeout = backend, backend.name, timeout
         self.failure: str | None = None
         self.lost_calls = 0
+        self._closed = False
         self._queue: queue.Queue = queue.Queue()
         self._busy: tuple[str, float] | None = None  # (method, start time) of the call under way
         self._worker = threading.Thread(target=self._work, name=f"logger-{self.name}", daemon=True)
@@ -67,7 +68,7 @@ class GuardedLogger(ForwardingLogger):
 
     def _forward(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._check_hang()
-        if self.failure is not None:
+        if self.failure is not None or self._closed:
             self.lost_calls += 1
             return
         self._queue.put((method, args, kwargs))
@@ -86,7 +87,16 @@ class GuardedLogger(ForwardingLogger):
         self._forward("load_state_dict", state)
         self.flush()
 
+    @property
+    def hung(self) -> bool:
+        """Whether the backend stopped answering: its thread may never return, nor its library's exit handlers."""
+        return self.failure is not None and "no answer after" in self.failure
+
     def finalize(self, status="success"):
+        """Finish the backend and end its thread; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self.failure is None:
             self._forward("finalize", status)
             self.flush()

@@ -60,5 +60,29 @@ def find_resumable(path: str) -> str | None:
     return None
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the module it is loaded into."""
+
+
 def load_state(path: str) -> dict:
     return torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def check_compatible(path: str, module: torch.nn.Module) -> None:
+    """Raise CheckpointError unless `path`'s weights have exactly the module's tensor names and shapes (read from
+    the safetensors header only: nothing is loaded)."""
+    from safetensors import safe_open
+
+    expected = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    try:
+        with safe_open(os.path.join(path, WEIGHTS_FILE), framework="pt") as f:
+            found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read {WEIGHTS_FILE} ({str(exc).strip()[:200] or type(exc).__name__})")
+    wrong = [f"{n} is {found[n]}, the model's {expected[n]}" for n in expected if n in found and found[n] != expected[n]]
+    wrong += [f"{n} is not in the model" for n in found if n not in expected]
+    # Names the module has but the file lacks are left to load_model: save_model keeps one of tied tensors.
+    if wrong:
+        more = f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""
+        raise CheckpointError(f"{path}: its weights do not fit this model ({wrong[0]}{more}); resume with the run's "
+                              "own --model")

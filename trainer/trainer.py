@@ -32,10 +32,15 @@ runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that
                 call(on_validation_epoch_end); write validation epoch metrics -> trainer.callback_metrics
                 call(on_validation_end)                                   # checkpointing, early stopping
             if should_stop (a callback asked) or max_steps reached: break
-        call(on_train_end); call(on_fit_end); logger.finalize()
+        call(on_train_end); call(on_fit_end)
 
 `validate()` and `test()` run the same evaluation loop alone (test uses `test_step`/`test_epoch_end`/`on_test_*`).
 Only the main process writes: the logger given to a non-main process is a no-op one (see `tracking.factory`).
+The trainer only logs through `self.logger`; whoever built the logger opens and finalizes it (the scripts do), so
+`fit` followed by `test` logs to one open logger.
+
+A non-finite training loss is remembered on the device and read back only when a row is written and before any
+checkpoint is written: no checkpoint is ever taken after it, and `NonFiniteLossError` stops the run.
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.callbacks import Callback
-from trainer.checkpoint import STATE_FILE, WEIGHTS_FILE, load_state, replace_dir, rng_state, set_rng_state
+from trainer.checkpoint import (STATE_FILE, WEIGHTS_FILE, CheckpointError, check_compatible, load_state, replace_dir,
+                                rng_state, set_rng_state)
 from trainer.module import TrainerModule
 from trainer.results import Results
 
@@ -167,6 +173,8 @@ class Trainer:
         self._bad_loss: torch.Tensor | None = None  # [first step with a non-finite loss, that loss], -1 while none
         self._train_sampler = None  # the user's batch sampler, told the epoch so a resumed run sees the same order
         self._resume: dict | None = None  # position and outputs of the epoch a checkpoint was taken in
+        self.last_state_path: str | None = None  # the newest resumable checkpoint, and its step
+        self.last_state_step: int | None = None
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def _call(self, hook: str, *args: Any) -> None:
@@ -251,7 +259,6 @@ class Trainer:
         self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
         if ckpt_path is not None:
             self._load_state(ckpt_path)
-        status = "success"
         try:
             self._call("on_fit_start")
             self._call("on_train_start")
@@ -265,12 +272,10 @@ class Trainer:
             self._call("on_train_end")
             self._call("on_fit_end")
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             self._call("on_exception", exc)
             raise
         finally:
             self._progress_close()
-            self.logger.finalize(status)
         return self.callback_metrics
 
     def _reached_max_steps(self) -> bool:
@@ -345,10 +350,15 @@ class Trainer:
         self._bad_loss = torch.where(first & bad, torch.stack([step, loss.detach().float()]), self._bad_loss)
 
     def _check_loss(self) -> None:
-        if self._bad_loss is not None:
-            step, value = self._bad_loss.tolist()
-            if step >= 0:
-                raise NonFiniteLossError(int(step), value)
+        """Raise NonFiniteLossError if any process saw a non-finite loss (one host read; every process decides
+        alike, so none is left waiting in a collective)."""
+        if self._bad_loss is None:
+            return
+        seen = self.accelerator.gather(self._bad_loss.reshape(1, 2)).reshape(-1, 2).tolist()
+        bad = [(step, value) for step, value in seen if step >= 0]
+        if bad:
+            step, value = min(bad)
+            raise NonFiniteLossError(int(step), value)
 
     def _optimizer_step(self) -> None:
         if self.gradient_clip_val:
@@ -407,14 +417,7 @@ class Trainer:
 
     def _evaluate(self, module: TrainerModule, dataloader: DataLoader, stage: str) -> dict[str, float]:
         self._attach(module)
-        status = "success"
-        try:
-            return self._eval_epoch(self._prepare_eval(dataloader), stage)
-        except BaseException:
-            status = "failed"
-            raise
-        finally:
-            self.logger.finalize(status)
+        return self._eval_epoch(self._prepare_eval(dataloader), stage)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def _unwrapped(self) -> TrainerModule:
@@ -422,7 +425,9 @@ class Trainer:
 
     def save_checkpoint(self, path: str) -> None:
         """Write the module with its `save_pretrained` on the main process, replacing `path` atomically: the new
-        folder is written beside it and renamed in, so a crash mid-write leaves the previous one intact."""
+        folder is written beside it and renamed in, so a crash mid-write leaves the previous one intact. Never after
+        a non-finite loss."""
+        self._check_loss()
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
             replace_dir(self._unwrapped().save_pretrained, path)
@@ -430,8 +435,11 @@ class Trainer:
 
     def save_state(self, path: str, batches_done: int, outputs: list) -> None:
         """A resumable checkpoint taken after an optimizer step: weights, optimizer, scheduler, position in the
-        epoch, RNG states, `self.log` sums, callback and logger state (see `trainer/checkpoint.py`)."""
+        epoch, RNG states, `self.log` sums, callback and logger state (see `trainer/checkpoint.py`). Never after a
+        non-finite loss: the previous checkpoint stays the last good one."""
         from safetensors.torch import save_model
+
+        self._check_loss()
 
         state = {
             "global_step": self.global_step, "epoch": self.current_epoch, "batches_done": batches_done,
@@ -450,16 +458,25 @@ class Trainer:
 
             replace_dir(write, path)
         self.accelerator.wait_for_everyone()
+        self.last_state_path, self.last_state_step = path, self.global_step
 
     def _load_state(self, path: str) -> None:
         from accelerate.utils import send_to_device
         from safetensors.torch import load_model
 
-        state = load_state(path)
-        load_model(self._unwrapped(), os.path.join(path, WEIGHTS_FILE), device=str(self.accelerator.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        try:
+            check_compatible(path, self._unwrapped())
+            state = load_state(path)
+            load_model(self._unwrapped(), os.path.join(path, WEIGHTS_FILE), device=str(self.accelerator.device))
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
+                self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        except CheckpointError:
+            raise
+        except Exception as exc:  # truncated files, a damaged header, an optimizer of another shape
+            raise CheckpointError(f"{path}: cannot resume from it ({str(exc).strip()[:200] or type(exc).__name__})") \
+                from exc
+        self.last_state_path, self.last_state_step = path, state["global_step"]
         self.global_step, self.current_epoch = state["global_step"], state["epoch"]
         self.callback_metrics = dict(state["callback_metrics"])
         device = self.accelerator.device  # the state was read onto the CPU; the epoch goes on where the model is
