@@ -126,6 +126,9 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
     """--logger and the W&B backend's options, shared by train.py and evaluate.py."""
     p.add_argument("--logger", type=logger_spec, default="csv",
                    help="tracking backends, comma-separated: csv, wandb, tensorboard, none (default: %(default)s)")
+    p.add_argument("--logger-timeout", type=positive_float, default=60.0,
+                   help="seconds a tracker may take over one call before it is switched off for the rest of the "
+                        "run; training never waits longer (default: %(default)s)")
     g = p.add_argument_group("Weights & Biases (--logger wandb)")
     g.add_argument("--wandb-project", default="MLOps Basics", help="(default: %(default)s)")
     g.add_argument("--wandb-entity", default=None, help="team or user (default: your default entity)")
@@ -141,7 +144,8 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
 
 def logger_options(args, run_name: str) -> dict:
     return {"project": args.wandb_project, "entity": args.wandb_entity, "mode": args.wandb_mode,
-            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix}
+            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix,
+            "timeout": args.logger_timeout}
 
 
 def git_commit() -> str | None:

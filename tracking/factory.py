@@ -50,9 +50,10 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, **options) -> ExperimentLogger:
+def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, timeout: float = 60.0,
+                 **options) -> ExperimentLogger:
     """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, tags,
-    confusion_matrix)."""
+    confusion_matrix). `timeout`: seconds a backend may take over one call before it is switched off."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()
@@ -61,10 +62,11 @@ def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool 
         if name == "none":
             continue
         try:
-            loggers.append(GuardedLogger(BACKENDS[name](run_dir, **options)))
+            loggers.append(GuardedLogger(BACKENDS[name](run_dir, **options), timeout=timeout))
         except Exception as exc:  # a tracker that cannot start must not stop the run
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             logging.getLogger(__name__).warning("tracking: the %s logger could not start (%s: %s); going on without it",
-                                                name, type(exc).__name__, exc)
+                                                name, type(exc).__name__, reason)
     if not loggers:
         return NoOpLogger()
     return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)

@@ -96,10 +96,10 @@ class GuardedLogger(ForwardingLogger):
         """Finish the backend and end its thread; a second call does nothing."""
         if self._closed:
             return
-        self._closed = True
         if self.failure is None:
             self._forward("finalize", status)
             self.flush()
+        self._closed = True
         self._queue.put(None)
         if self.failure is not None:
             log.warning("tracking: the %s logger was switched off after %s; %d logging calls were lost",

@@ -50,8 +50,8 @@ def server_answers(timeout: float) -> bool:
     """Whether the W&B server sends any HTTP answer (an error status counts) within `timeout` seconds."""
     try:
         urllib.request.urlopen(_base_url(), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
+    except urllib.error.HTTPError as exc:  # a 4xx answer is an answer; a 5xx means W&B would retry for minutes
+        return exc.code < 500
     except Exception:  # refused, DNS failure, time-out, TLS error
         return False
     return True
@@ -84,7 +84,10 @@ class WandbLogger(ExperimentLogger):
         self._id_file = os.path.join(run_dir, "wandb", "run-id")
         run_id = open(self._id_file, encoding="utf-8").read().strip() if os.path.isfile(self._id_file) else None
         kwargs = dict(project=project, entity=entity, name=run_name, tags=list(tags) or None, dir=run_dir,
-                      settings=wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout),
+                      # silent: W&B's own lines would land after the script's last line (the JSON summary);
+                      # this backend says what matters itself, on stderr
+                      settings=wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout,
+                                              silent=True),
                       reinit="create_new", id=run_id, resume="allow" if run_id else None)
         try:
             self.run = wandb.init(mode=mode, **kwargs)
@@ -100,6 +103,10 @@ class WandbLogger(ExperimentLogger):
             os.makedirs(os.path.dirname(self._id_file), exist_ok=True)
             with open(self._id_file, "w", encoding="utf-8") as f:
                 f.write(self.run.id)
+        if mode == "online":
+            log.warning("wandb: run page %s", self.run.url)
+        elif mode == "offline":
+            log.warning("wandb: logging offline to %s", self.offline_dir)
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
         self._finished = False
@@ -190,4 +197,6 @@ class WandbLogger(ExperimentLogger):
         if self._finished:
             return
         self._finished = True
-        self.run.finish(exit_code=0 if status == "success" else 1)  # offline, W&B prints the `wandb sync` command
+        self.run.finish(exit_code=0 if status == "success" else 1)
+        if self.mode == "offline":
+            log.warning("wandb: upload this offline run with: wandb sync %s", os.path.relpath(self.offline_dir))
