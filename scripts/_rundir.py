@@ -87,8 +87,8 @@ class RunFolder:
     """A run folder this process holds. `abandon()` removes a folder this process created when the run never
     started (bad data, a model that does not load); `set_status` records how far the run got."""
 
-    def __init__(self, path: str, fd: int | None, created: bool) -> None:
-        self.path, self._fd, self.created = path, fd, created
+    def __init__(self, path: str, fd: int | None, created: bool, created_parent: bool = False) -> None:
+        self.path, self._fd, self.created, self.created_parent = path, fd, created, created_parent
         self._status: dict[str, Any] = {}
         self.resume_step: int | None = None
         try:  # what an abandoned resume puts back
@@ -122,6 +122,8 @@ class RunFolder:
         if self._fd is not None:
             if self.created:
                 shutil.rmtree(self.path, ignore_errors=True)
+                if self.created_parent:
+                    shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
             elif self._status:
                 target = os.path.join(self.path, STATUS_FILE)
                 if self._previous is None:
@@ -161,7 +163,8 @@ def _hold(path: str, created: bool) -> RunFolder:
 
 def create(output_dir: str, run_name: str | None, prefix: str = "") -> RunFolder:
     """A new run folder, created (empty), held and proven writable. Refuses to write into an existing run."""
-    if not os.path.isdir(output_dir):
+    created_parent = not os.path.isdir(output_dir)
+    if created_parent:
         _make_dirs(output_dir, "the output folder")
     if run_name is not None:
         path = os.path.join(output_dir, check_run_name(run_name))
@@ -186,6 +189,7 @@ def create(output_dir: str, run_name: str | None, prefix: str = "") -> RunFolder
                                  "that is a writable folder") from None
             break
         run = _hold(path, True)
+    run.created_parent = created_parent and run.created
     try:
         run.set_status("starting")
     except UsageError:

@@ -64,10 +64,12 @@ def test_predict_prints_one_json_line_per_sentence(train_run, tmp_path):
                         "Him saw cat the.", "A third one.", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert len(lines) == 3
-    for scores in lines:
-        assert [s["label"] for s in scores] == ["unacceptable", "acceptable"]
-        assert sum(s["score"] for s in scores) == pytest.approx(1.0, abs=1e-6)
+    assert [line["sentence"] for line in lines] == ["The cat saw him.", "Him saw cat the.", "A third one."]
+    for line in lines:
+        assert list(line["scores"]) == ["unacceptable", "acceptable"]
+        assert sum(line["scores"].values()) == pytest.approx(1.0, abs=2e-4)
+        assert line["label"] == max(line["scores"], key=line["scores"].get)
+        assert line["score"] == line["scores"][line["label"]]
 
 
 def _one_line_error(result, *fragments):

@@ -1,0 +1,168 @@
+"""What a user's mistakes and interruptions cost: one stderr line and exit 2 (130 for Ctrl-C), never a traceback,
+nothing half-written; and what every run folder holds whatever the loggers."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, run_script, tiny_bert, tiny_rows, write_tsv
+
+ENV = {"HF_HUB_OFFLINE": "1"}
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cola, tiny_tokenizer):
+    """A finished run with only `--logger tensorboard` chosen: (work folder, model folder, run folder)."""
+    work = tmp_path_factory.mktemp("refusals")
+    tiny_bert(tiny_tokenizer).save_pretrained(work / "model")
+    tiny_tokenizer.save_pretrained(work / "model")
+    result = run_script("train.py", "--model", str(work / "model"), "--data-dir", str(tiny_cola), "--max-epochs",
+                        "1", "--batch-size", "8", "--no-progress-bar", "--run-name", "tb", "--logger", "tensorboard",
+                        cwd=work, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, work / "model", work / "runs" / "tb", result
+
+
+def test_every_run_folder_holds_the_local_record_and_says_where_it_is_first(trained, tiny_cola):
+    work, model, run, result = trained
+    assert result.stdout.splitlines()[0] == f"run folder: {run}"  # printed before anything is loaded
+    for name in ("hparams.yaml", "metrics.csv", "summary.yaml", "report.html", "status.yaml"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())  # the chosen logger on top
+    assert run_script("report.py", str(run), "-o", str(work / "r.html"), cwd=work).returncode == 0
+    assert (work / "r.html").is_file()
+    evaluated = run_script("evaluate.py", "--checkpoint", str(run / "checkpoints" / "best"), "--data-dir",
+                           str(tiny_cola), "--run-name", "ev", "--logger", "none", cwd=work, env=ENV)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert evaluated.stdout.splitlines()[0] == f"run folder: {work / 'runs' / 'ev'}"
+    assert (work / "runs" / "ev" / "report.html").is_file() and (work / "runs" / "ev" / "metrics.csv").is_file()
+    metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert metrics["valid/acc"] == pytest.approx(pd.read_csv(work / "runs" / "ev" / "metrics.csv")["valid/acc"].iloc[-1])
+
+
+def test_ctrl_c_exits_130_naming_the_step_and_the_resume_command(tmp_path, trained, tiny_cola):
+    _, model, _, _ = trained
+    args = ["--model", str(model), "--data-dir", str(tiny_cola), "--max-epochs", "500", "--patience", "100000",
+            "--batch-size", "8", "--no-progress-bar", "--save-every-n-steps", "2", "--log-every-n-steps", "1",
+            "--run-name", "c"]
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+    state = tmp_path / "runs" / "c" / "checkpoints" / "last" / "trainer_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("interrupted")]
+    status = yaml.safe_load((tmp_path / "runs" / "c" / "status.yaml").read_text())
+    assert status["status"] == "interrupted" and f"at step {status['step']}," in line
+    assert f"--resume {tmp_path / 'runs' / 'c'}" in line
+    rows = pd.read_csv(tmp_path / "runs" / "c" / "metrics.csv")  # the CSV logger was finalized: every row readable
+    assert rows["step"].max() <= status["step"]
+    command = line.split("with: ", 1)[1].split()
+    assert command[:2] == ["python", "scripts/train.py"]
+    again = run_script("train.py", *command[2:], "--max-epochs", "1", cwd=tmp_path, env=ENV)
+    # --max-epochs may change on resume; the run goes on from the checkpoint and finishes
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-3000:]
+
+
+def test_hub_offline_without_a_cached_dataset_is_the_same_one_line(tmp_path, trained):
+    _, model, _, _ = trained
+    result = run_script("train.py", "--model", str(model), cwd=tmp_path, env={**ENV, "COLA_DIR": ""})
+    one_line_error(result, "cannot load nyu-mll/glue/cola", "--data-dir")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_is_checked_before_the_model_is_loaded(tmp_path, trained):
+    _, model, _, _ = trained
+    data = tmp_path / "huge"
+    data.mkdir()
+    write_tsv(data / "train.tsv", tiny_rows(10, seed=1))
+    (data / "dev.tsv").write_text("gj04\t1\t\tFine.\ngj04\t1\t\t" + "x" * 200_000 + "\n")  # over csv's field limit
+    result = run_script("train.py", "--model", str(model), "--data-dir", str(data), "--logger", "wandb", cwd=tmp_path,
+                        env=ENV)
+    one_line_error(result, "dev.tsv:2", "field larger than field limit")
+    assert "classification head" not in result.stderr and "LOAD REPORT" not in result.stderr  # no model was loaded
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_fresh_head_is_reported_in_one_line_not_a_load_table(tmp_path, trained, tiny_cola):
+    work, model, _, _ = trained
+    encoder = tmp_path / "encoder"  # the tiny BERT without its head: what a pretrained encoder looks like
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model, encoder)
+    weights = load_file(encoder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, encoder / "model.safetensors")
+    result = run_script("train.py", "--model", str(encoder), "--data-dir", str(tiny_cola), "--max-steps", "1",
+                        "--batch-size", "8", "--no-progress-bar", "--run-name", "head", cwd=tmp_path, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LOAD REPORT" not in result.stderr and "MISSING" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "classification head" in line]
+    assert "classifier.bias, classifier.weight" in line
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:1000]), "cannot load"),
+    (lambda f: (f / "model.safetensors").write_bytes(b""), "cannot load"),
+    (lambda f: (f / "tokenizer.json").write_text("{ not json"), "cannot load"),
+    (lambda f: (f / "config.json").write_text(
+        (f / "config.json").read_text().replace('"hidden_size": 16', '"hidden_size": 32')), "cannot load"),
+])
+def test_damaged_checkpoints_are_one_line_for_evaluate_and_predict(tmp_path, trained, tiny_cola, damage, fragment):
+    _, _, run, _ = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(run / "checkpoints" / "best", broken)
+    damage(broken)
+    for script, extra in (("evaluate.py", ["--data-dir", str(tiny_cola)]), ("predict.py", ["A sentence."])):
+        result = run_script(script, "--checkpoint", str(broken), *extra, cwd=tmp_path, env=ENV)
+        one_line_error(result, fragment, str(broken))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_reads_files_and_stdin_replaces_bad_utf8_and_keeps_the_order(tmp_path, trained):
+    _, _, run, _ = trained
+    checkpoint = str(run / "checkpoints" / "best")
+    sentences = [s for _, s in tiny_rows(150, seed=5)]
+    (tmp_path / "in.txt").write_text("\n".join(sentences[:75]) + "\n\n" + "\n".join(sentences[75:]) + "\n")
+    from_file = run_script("predict.py", "--checkpoint", checkpoint, "--input", str(tmp_path / "in.txt"),
+                           "--batch-size", "7", cwd=tmp_path)
+    assert from_file.returncode == 0, from_file.stderr[-2000:]
+    lines = [json.loads(line) for line in from_file.stdout.splitlines()]
+    assert [line["sentence"] for line in lines] == sentences  # input order, the blank line skipped
+
+    from models import ColaPredictor  # one unbatched pass of the same model gives the same scores
+
+    expected = ColaPredictor(checkpoint).predict(sentences[:5], batch_size=1)
+    for line, scores in zip(lines, expected):
+        assert [line["scores"][s["label"]] for s in scores] == pytest.approx([s["score"] for s in scores], abs=1e-4)
+
+    piped = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), "--checkpoint", checkpoint,
+                            "--input", "-"], input=(tmp_path / "in.txt").read_bytes(), capture_output=True,
+                           cwd=tmp_path, timeout=120)
+    assert piped.returncode == 0 and piped.stdout.decode() == from_file.stdout
+
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), "--checkpoint", checkpoint,
+                          b"The cat \xff saw him."], capture_output=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 0, bad.stderr[-2000:]
+    assert json.loads(bad.stdout)["sentence"] == "The cat \ufffd saw him."
+    assert b"not UTF-8" in bad.stderr and b"Traceback" not in bad.stderr
