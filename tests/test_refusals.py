@@ -166,3 +166,24 @@ def test_predict_reads_files_and_stdin_replaces_bad_utf8_and_keeps_the_order(tmp
     assert bad.returncode == 0, bad.stderr[-2000:]
     assert json.loads(bad.stdout)["sentence"] == "The cat \ufffd saw him."
     assert b"not UTF-8" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got '-1'"),
+    (["--seed", str(2**32)], "--seed: expected an integer in [0, 4294967295]"),
+    (["--warmup-ratio", "nan"], "--warmup-ratio: expected a number in [0, 1], got 'nan'"),
+    (["--warmup-ratio", "1.5"], "--warmup-ratio: expected a number in [0, 1]"),
+    (["--weight-decay", "-0.1"], "--weight-decay: expected a finite number >= 0"),
+    (["--weight-decay", "nan"], "--weight-decay: expected a finite number >= 0"),
+    (["--monitor", "valid/nope"], "--monitor 'valid/nope' is not a metric this model logs"),
+    (["--logger-timeout", "0"], "--logger-timeout: expected a positive number"),
+])
+def test_bad_flags_are_refused_before_anything_is_loaded(tmp_path, tiny_cola, args, fragment, capsys, monkeypatch):
+    from scripts import _cli, train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:  # argparse exits; checks after parsing return 2
+        sys.exit(_cli.run_main(train.main, ["--data-dir", str(tiny_cola), *args]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("error:") == 1 and fragment in err, err
+    assert not (tmp_path / "runs").exists()
