@@ -282,9 +282,10 @@ def open_for_resume(output_dir: str, run_name: str | None, resume: str, args: di
         checkpoint = find_resumable(path)
         if checkpoint is None:
             held = _has_results(path)
-            raise UsageError(f"run folder {path} holds {', '.join(held) or 'files'} but no resumable checkpoint "
-                             "(checkpoints/last, written with --save-every-n-steps); nothing to resume and nothing "
-                             "is overwritten: start a new run with another --run-name")
+            what = f"holds {', '.join(held)} but" if held else "has"
+            raise UsageError(f"{path} {what} no resumable checkpoint (checkpoints/last, written with "
+                             "--save-every-n-steps); nothing to resume and nothing is overwritten: start a new run "
+                             "with another --run-name")
         run.resume_step = _check_checkpoint(checkpoint)
         saved = read_yaml(os.path.join(path, HPARAMS_FILE))
         if saved is None:

@@ -129,9 +129,9 @@ def test_resume_flags(tmp_path):
     from conftest import run_script
 
     result = run_script("train.py", "--resume", str(tmp_path), "--data-dir", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2 and "no resumable checkpoint there" in result.stderr
+    assert result.returncode == 2 and "has no resumable checkpoint" in result.stderr
     result = run_script("train.py", "--resume", "auto", "--data-dir", str(tmp_path), cwd=tmp_path)
-    assert result.returncode == 2 and "no run in runs has a resumable checkpoint" in result.stderr
+    assert result.returncode == 2 and "no unfinished run in runs has a resumable checkpoint" in result.stderr
 
 
 def test_a_kill_between_the_two_renames_leaves_the_previous_checkpoint_usable(tmp_path):

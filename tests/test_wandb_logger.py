@@ -220,7 +220,10 @@ def test_interrupted_run_is_finished_as_failed(tmp_path, monkeypatch):
     logger = WandbLogger(str(tmp_path / "run"), mode="offline", run_name="ctrl-c")
     trainer = Trainer(max_epochs=3, log_every_n_steps=1, logger=logger, enable_progress_bar=False)
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(Interrupted(), loader(batch_size=2))
+        try:
+            trainer.fit(Interrupted(), loader(batch_size=2))
+        finally:  # the logger's owner (the script) finalizes it
+            logger.finalize("interrupted")
     summary = wandb_summary(offline_run(tmp_path / "run"))
     assert str(summary["exit_code"]) == "1" and summary["state"] != "finished"
     assert [row["trainer/global_step"] for row in history(wandb_records(offline_run(tmp_path / "run")))] == [1, 2]
