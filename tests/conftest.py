@@ -112,3 +112,13 @@ def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeou
 
     return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result, *fragments, code: int = 2):
+    """A refusal as promised: exit `code`, no traceback, exactly one `error:` line on stderr holding `fragments`."""
+    assert result.returncode == code, (result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

@@ -12,18 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_script, tiny_bert, tiny_rows, write_tsv
+from conftest import assert_one_line_error as one_line_error, ROOT, run_script, tiny_bert, tiny_rows, write_tsv
 
 ENV = {"HF_HUB_OFFLINE": "1"}
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")

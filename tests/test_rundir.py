@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_script
+from conftest import assert_one_line_error as one_line_error, ROOT, run_script
 
 ENV = {"HF_HUB_OFFLINE": "1"}
 
@@ -25,15 +25,6 @@ def fingerprint(folder):
     """Every file under `folder` with the SHA-256 of its bytes."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def start(cwd, *args):
