@@ -1,6 +1,9 @@
-"""Validate a saved model on CoLA's dev set with the training run's metrics and loggers.
+"""Validate a saved model on a validation set with the training run's metrics and loggers.
 
     python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --data-dir ../shared/data/cola
+    python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --train-file t.csv --validation-file v.csv
+
+Takes the data flags of train.py; the class names and their order are the checkpoint's (config id2label).
 
 The last line on stdout is a JSON object of the metrics.
 """
@@ -17,11 +20,10 @@ from scripts import _cli  # noqa: E402
 
 def build_parser() -> _cli.Parser:
     p = _cli.Parser(prog="evaluate.py", description="Validate a sequence-classification checkpoint (any folder that "
-                    "AutoModelForSequenceClassification.from_pretrained loads) on CoLA's dev set.")
+                    "AutoModelForSequenceClassification.from_pretrained loads) on a validation set (CoLA's dev set by default).")
     p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with CoLA's train.tsv and dev.tsv; default: $COLA_DIR, else the Hub")
+    _cli.add_data_args(p)
     p.add_argument("--batch-size", type=_cli.positive_int, default=64, help="(default: %(default)s)")
     p.add_argument("--limit-val-batches", type=_cli.positive_int, default=None,
                    help="use only the first N validation batches")
@@ -34,23 +36,23 @@ def build_parser() -> _cli.Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from data import ColaDataModule
-
-    data_dir = _cli.data_source(args.data_dir)
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger
     from trainer import Trainer
 
-    model = _cli.load_model(args.checkpoint)
-    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, eval_batch_size=args.batch_size).setup()
+    model = _cli.load_model(args.checkpoint, label_names=None)  # its own head and class names
+    source = _cli.load_data_source(args, labels=_cli.checkpoint_labels(args.checkpoint))
+    _cli.match_model_to_data(model, source, args.checkpoint)
+    datamodule = _cli.build_datamodule(source, model.tokenizer, eval_batch_size=args.batch_size)
     trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False,
-                      callbacks=[SamplesVisualisationLogger(datamodule.sentences["validation"])])
+                      callbacks=[SamplesVisualisationLogger(datamodule.sentences["validation"],
+                                                            pairs=datamodule.pairs["validation"])])
     run_dir = _cli.shared_run_dir(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-")
     trainer.default_root_dir = run_dir
     trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process,
                                   **_cli.logger_options(args, os.path.basename(run_dir)))
-    trainer.logger.log_hyperparams({**vars(args), "data_dir": data_dir or "hub:nyu-mll/glue/cola"})
+    trainer.logger.log_hyperparams({**vars(args), "data_dir": source.data_dir, "data": source.describe()})
     metrics = trainer.validate(model, datamodule.val_dataloader())
     if trainer.is_main_process:
         if args.logger != "none":

@@ -24,9 +24,9 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--model", default=DEFAULTS["model"],
                    help="'minilm' (all-MiniLM-L6-v2 shipped with the install, works offline), a local Hugging Face "
                         "model folder, or a Hub id such as google/bert_uncased_L-2_H-128_A-2 (default: %(default)s)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
-                        "Hub's nyu-mll/glue (cola)")
+    p.add_argument("--config", default=None, metavar="HPARAMS_YAML",
+                   help="re-run a saved run: flags from its hparams.yaml; flags given here take precedence")
+    _cli.add_data_args(p)
     p.add_argument("--max-epochs", type=_cli.positive_int, default=DEFAULTS["max_epochs"], help="(default: %(default)s)")
     p.add_argument("--max-steps", type=_cli.positive_int, default=None,
                    help="stop after this many optimizer steps (default: no limit)")
@@ -57,9 +57,9 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
     p.add_argument("--log-every-n-steps", type=_cli.positive_int, default=10, help="(default: %(default)s)")
-    p.add_argument("--monitor", default="valid/mcc",
+    p.add_argument("--monitor", default=None,
                    help="metric that picks the best checkpoint and drives early stopping; the post used "
-                        "valid/loss with --monitor-mode min (default: %(default)s, CoLA's official metric)")
+                        "valid/loss with --monitor-mode min (default: the task's official metric, valid/mcc for CoLA)")
     p.add_argument("--monitor-mode", choices=["min", "max"], default="max", help="(default: %(default)s)")
     p.add_argument("--patience", type=_cli.positive_int, default=3,
                    help="early stopping: validations without improvement before stopping (default: %(default)s)")
@@ -79,10 +79,10 @@ def build_parser() -> _cli.Parser:
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """`callbacks`: extra `trainer.Callback`s run after the built-in ones (benchmarks/throughput.py times steps so)."""
-    args = build_parser().parse_args(argv)
-    from data import ColaDataModule
-
-    data_dir = _cli.data_source(args.data_dir)
+    args = _cli.parse_args(build_parser(), argv, extras=HPARAM_EXTRAS)
+    source = _cli.load_data_source(args)
+    official = _cli.official_metrics(source)
+    args.monitor = args.monitor or official[0]
     run_dir, resume_from = _cli.resume_target(args.output_dir, args.run_name, args.resume) if args.resume else (None, None)
 
     from models import SamplesVisualisationLogger
@@ -91,11 +91,11 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     seed_everything(args.seed, deterministic=True)
     model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-                            warmup_ratio=args.warmup_ratio, dropout=args.dropout)
+                            warmup_ratio=args.warmup_ratio, dropout=args.dropout, **_cli.model_options(source))
     if args.compile:
         model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
-    datamodule = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed,
-                                num_workers=args.num_workers).setup()
+    datamodule = _cli.build_datamodule(source, model.tokenizer, batch_size=args.batch_size, seed=args.seed,
+                                       num_workers=args.num_workers)
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model)
     trainer = Trainer(
@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         log_every_n_steps=args.log_every_n_steps, accumulate_grad_batches=args.accumulate_grad_batches,
         gradient_clip_val=1.0, precision=args.precision,
         callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
-                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
-                   BestScores({"valid/loss": "min", "valid/mcc": "max"}), *callbacks],
+                   SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples,
+                                              pairs=datamodule.pairs["validation"]),
+                   BestScores({"valid/loss": "min", **dict.fromkeys(official, "max"), args.monitor: args.monitor_mode}),
+                   *callbacks],
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
     if args.resume:
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     run_name = os.path.basename(run_dir)
     checkpoint.artifact_name = f"model-{run_name}"
     trainer.logger = build_logger(args.logger, run_dir, trainer.is_main_process, **_cli.logger_options(args, run_name))
-    trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
+    trainer.logger.log_hyperparams(hyperparameters(args, source, trainer))
 
     try:
         trainer.fit(model, datamodule.train_dataloader(num_processes=trainer.accelerator.num_processes),
@@ -152,13 +154,18 @@ def write_report(run_dir: str) -> None:
               f"try: python scripts/report.py {run_dir}", file=sys.stderr)
 
 
-def hyperparameters(args, data_dir, trainer) -> dict:
+HPARAM_EXTRAS = ("optimizer", "lr_schedule", "git_commit", "data", "official_metrics", "num_processes",
+                 "global_batch_size", "versions")  # what hyperparameters() records besides the flags
+
+
+def hyperparameters(args, source, trainer) -> dict:
     import accelerate
     import torch
     import transformers
 
     return {**vars(args), "optimizer": "AdamW", "lr_schedule": "linear warm-up, linear decay to 0",
-            "git_commit": _cli.git_commit(), "data_dir": data_dir or "hub:nyu-mll/glue/cola", "num_processes": trainer.accelerator.num_processes,
+            "git_commit": _cli.git_commit(), "data_dir": source.data_dir, "data": source.describe(),
+            "official_metrics": list(_cli.official_metrics(source)), "num_processes": trainer.accelerator.num_processes,
             "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "accelerate": accelerate.__version__}}
