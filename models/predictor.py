@@ -5,8 +5,6 @@ from typing import Sequence
 
 import torch
 
-from models.cola import LABELS
-
 
 class ColaPredictor:
     def __init__(self, checkpoint: str) -> None:
@@ -17,7 +15,9 @@ class ColaPredictor:
 
     @torch.no_grad()
     def predict(self, sentences: Sequence[str]) -> list[list[dict]]:
-        """For each sentence: `[{"label": "unacceptable", "score": p0}, {"label": "acceptable", "score": p1}]`."""
+        """For each sentence, one `{"label": name, "score": p}` per class, named by the checkpoint's `id2label`
+        (CoLA: `[{"label": "unacceptable", "score": p0}, {"label": "acceptable", "score": p1}]`)."""
         batch = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
         probs = self.model(**batch).logits.float().softmax(-1).tolist()
-        return [[{"label": label, "score": score} for label, score in zip(LABELS, row)] for row in probs]
+        names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        return [[{"label": label, "score": score} for label, score in zip(names, row)] for row in probs]
