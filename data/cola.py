@@ -34,9 +34,11 @@ def read_glue_tsv(path: str) -> dict[str, list]:
         raise DataError(f"{path}: file not found; pass --data-dir (or set {DATA_DIR_ENV}) to a folder with "
                         f"{' and '.join(SPLIT_FILES.values())} in GLUE CoLA format")
     sentences, labels = [], []
+    reader = None
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            for line_no, row in enumerate(reader, start=1):
                 if line_no == 1 and len(row) >= 2 and row[1].strip().lower() == "label":
                     continue  # a header line
                 if not row or row == [""]:
@@ -53,6 +55,9 @@ def read_glue_tsv(path: str) -> dict[str, list]:
     except UnicodeDecodeError as exc:
         line_no = _line_of_offset(path, exc.start)
         raise DataError(f"{path}:{line_no}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit (128 KiB)
+        raise DataError(f"{path}:{reader.line_num}: cannot be read as a GLUE TSV row ({exc}); a CoLA sentence is "
+                        "one short line") from None
     if not sentences:
         raise DataError(f"{path}: no rows; expected GLUE CoLA rows (source, label, annotation, sentence)")
     return {"sentence": sentences, "label": labels, "idx": list(range(len(sentences)))}

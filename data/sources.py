@@ -211,7 +211,8 @@ class DataSource:
                             if col}
         values = {split: _label_values(frame[self.label_column], where[split], self.label_column, class_names)
                   for split, frame in frames.items()}
-        self.label_names, ids = _label_ids(values, where, self.labels, self.label_column)
+        self.label_names, ids = _label_ids(values, where, self.labels or class_names, self.label_column,
+                                           "--labels" if self.labels else "the dataset's class names")
         return datasets.DatasetDict({
             split: datasets.Dataset.from_dict({**texts[split], "label": ids[split],
                                                "idx": list(range(len(ids[split])))})
@@ -294,7 +295,8 @@ def _label_values(series, where: str, column: str, class_names) -> list:
     return out
 
 
-def _label_ids(values: dict, where: dict, labels, column: str) -> tuple[tuple[str, ...], dict]:
+def _label_ids(values: dict, where: dict, labels, column: str, named_by: str = "--labels"
+               ) -> tuple[tuple[str, ...], dict]:
     """(class names in id order, ids per split). Names: `labels` when given, else the sorted training labels.
     Integer labels with non-integer `labels` names are ids into `labels`."""
     train = values["train"]
@@ -320,7 +322,7 @@ def _label_ids(values: dict, where: dict, labels, column: str) -> tuple[tuple[st
             if key not in keys:
                 known = ", ".join(names)
                 if labels is not None:
-                    raise DataError(f"{where[split]}: row {row}: label {value!r} is not in --labels ({known})")
+                    raise DataError(f"{where[split]}: row {row}: label {value!r} is not in {named_by} ({known})")
                 raise DataError(f"{where[split]}: row {row}: label {value!r} never occurs in the training data "
                                 f"({known}); a class must have training examples")
             ids[split].append(keys[key])
@@ -328,6 +330,6 @@ def _label_ids(values: dict, where: dict, labels, column: str) -> tuple[tuple[st
         seen = set(ids["train"])
         absent = [n for i, n in enumerate(names) if i not in seen]
         if absent:
-            raise DataError(f"{where['train']}: no training example of class {', '.join(absent)} from --labels; "
-                            "drop it from --labels or add examples")
+            raise DataError(f"{where['train']}: no training example of class {', '.join(absent)} from {named_by}; "
+                            "a class needs training examples")
     return names, ids
