@@ -292,7 +292,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, extras: 
         raise UsageError(f"--config {path}: not a YAML file; pass the hparams.yaml of a run") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--config {path}: expected a mapping of flag names to values, like a run's hparams.yaml")
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.default != argparse.SUPPRESS}
     unknown = [k for k in saved if k not in actions and k not in extras]
     if unknown:
         raise UsageError(f"--config {path}: {', '.join(map(str, unknown))} is not a flag of {parser.prog}; remove it "
