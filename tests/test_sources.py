@@ -160,3 +160,19 @@ def test_hostile_files_are_one_clear_error(tmp_path, train, valid, kwargs, messa
 def test_conflicting_or_unsupported_sources(kwargs, message):
     with pytest.raises(DataError, match=message):
         DataSource(**kwargs)
+
+
+def test_the_token_cache_serves_files_and_pairs_too(tmp_path, tiny_tokenizer, monkeypatch):
+    rows = [{"a": "the cat saw him.", "b": "mary met him.", "label": "x"}, {"a": "john.", "b": "a dog.", "label": "y"}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def setup():
+        source = DataSource(train_file=str(path), validation_file=str(path), text_column="a", text_pair_column="b")
+        return TextClassificationDataModule(tiny_tokenizer, source=source, cache_dir=str(tmp_path / "cache")).setup()
+
+    first = setup().splits["train"][:]
+    calls = []
+    monkeypatch.setattr(TextClassificationDataModule, "_tokenize", lambda self, batch: calls.append(1))
+    assert setup().splits["train"][:] == first and calls == []  # read back, not tokenized again
+    assert first["input_ids"][0] == tiny_tokenizer("the cat saw him.", "mary met him.")["input_ids"]
