@@ -142,17 +142,6 @@ def require_hub(repo_id: str, repo_type: str, instead: str) -> None:
                          f"({type(exc).__name__}); {instead}, or set HF_HUB_OFFLINE=1 to use a cached copy") from None
 
 
-def data_source(data_dir: str | None) -> str | None:
-    """The CoLA folder from --data-dir or $COLA_DIR; None means the Hub, which must then answer within seconds."""
-    from data import HUB_DATASET, resolve_data_dir
-
-    data_dir = resolve_data_dir(data_dir)
-    if data_dir is None:
-        require_hub(HUB_DATASET[0], "dataset", "pass --data-dir DIR with CoLA's train.tsv and dev.tsv (or set "
-                    "COLA_DIR)")
-    return data_dir
-
-
 def label_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(","))
     if len(items) < 2 or not all(items) or len(set(items)) != len(items):
