@@ -1,7 +1,9 @@
-"""Fine-tune a sequence classifier on CoLA and monitor the run.
+"""Fine-tune a sequence classifier on CoLA (or any GLUE task, CSV/JSON-lines files, a Hugging Face dataset) and
+monitor the run.
 
     python scripts/train.py                                   # all-MiniLM-L6-v2, CoLA from the Hub or $COLA_DIR
     python scripts/train.py --data-dir ../shared/data/cola    # CoLA from local GLUE TSV files
+    python scripts/train.py --train-file t.csv --validation-file v.csv   # your own classes
     accelerate launch scripts/train.py ...                    # several processes / GPUs
 """
 from __future__ import annotations
@@ -19,8 +21,8 @@ DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=No
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA with a hand-written Accelerate "
-                    "loop; metrics, confusion matrices and misclassified sentences go to the chosen loggers.")
+    p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA (default), a GLUE task or your own "
+                    "data with a hand-written Accelerate loop; metrics, confusion matrices and misclassified sentences go to the chosen loggers.")
     p.add_argument("--model", default=DEFAULTS["model"],
                    help="'minilm' (all-MiniLM-L6-v2 shipped with the install, works offline), a local Hugging Face "
                         "model folder, or a Hub id such as google/bert_uncased_L-2_H-128_A-2 (default: %(default)s)")
