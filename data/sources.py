@@ -204,8 +204,8 @@ class DataSource:
                 if column not in frame.columns:
                     flag = {self.text_column: "--text-column", self.label_column: "--label-column"}.get(
                         column, "--text-pair-column")
-                    raise DataError(f"{where[split]}: no column {column!r} (it has {', '.join(map(str, frame.columns))})"
-                                    f"; pass {flag} NAME")
+                    have = ", ".join(map(str, frame.columns))
+                    raise DataError(f"{where[split]}: no column {column!r} (it has {have}); pass {flag} NAME")
             texts[split] = {name: _texts(frame[col], where[split], col)
                             for name, col in (("sentence", self.text_column), ("sentence2", self.text_pair_column))
                             if col}

@@ -228,6 +228,13 @@ def model_options(source) -> dict:
     return {"label_names": list(source.label_names), "f1_positive": "valid/f1_positive" in official_metrics(source)}
 
 
+def best_score_modes(official: tuple[str, ...], monitor: str, mode: str) -> dict[str, str]:
+    """What `BestScores` keeps for the summary: valid/loss, the task's official metrics, and the monitored metric."""
+    modes = {"valid/loss": "min", **dict.fromkeys(official, "max")}
+    modes.setdefault(monitor, mode)
+    return modes
+
+
 def checkpoint_labels(path: str) -> tuple[str, ...] | None:
     """A model folder's class names, None where they are transformers' defaults (LABEL_0, LABEL_1, ...)."""
     from transformers import AutoConfig

@@ -20,7 +20,8 @@ from scripts import _cli  # noqa: E402
 
 def build_parser() -> _cli.Parser:
     p = _cli.Parser(prog="evaluate.py", description="Validate a sequence-classification checkpoint (any folder that "
-                    "AutoModelForSequenceClassification.from_pretrained loads) on a validation set (CoLA's dev set by default).")
+                    "AutoModelForSequenceClassification.from_pretrained loads) on a validation set (CoLA's dev set by "
+                    "default).")
     p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
     _cli.add_data_args(p)

@@ -22,7 +22,8 @@ DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=No
 
 def build_parser() -> _cli.Parser:
     p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA (default), a GLUE task or your own "
-                    "data with a hand-written Accelerate loop; metrics, confusion matrices and misclassified sentences go to the chosen loggers.")
+                    "data with a hand-written Accelerate loop; metrics, confusion matrices and misclassified "
+                    "sentences go to the chosen loggers.")
     p.add_argument("--model", default=DEFAULTS["model"],
                    help="'minilm' (all-MiniLM-L6-v2 shipped with the install, works offline), a local Hugging Face "
                         "model folder, or a Hub id such as google/bert_uncased_L-2_H-128_A-2 (default: %(default)s)")
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         callbacks=[checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
                    SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples,
                                               pairs=datamodule.pairs["validation"]),
-                   BestScores({"valid/loss": "min", **dict.fromkeys(official, "max"), args.monitor: args.monitor_mode}),
+                   BestScores(_cli.best_score_modes(official, args.monitor, args.monitor_mode)),
                    *callbacks],
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )

@@ -165,7 +165,8 @@ def test_binary_sentence_pairs_from_json_lines(tmp_path, tiny_model_dir):
         out = []
         for _ in range(n):
             a, b = rng.choice(words), rng.choice(words)
-            out.append({"first": f"{a} saw the ball.", "second": f"{b} saw the ball.", "same": "yes" if a == b else "no"})
+            out.append({"first": f"{a} saw the ball.", "second": f"{b} saw the ball.",
+                        "same": "yes" if a == b else "no"})
         return out
 
     for name, n in (("train.jsonl", 40), ("valid.jsonl", 16)):

@@ -88,7 +88,8 @@ def test_glue_pair_task_from_the_hub_uses_its_columns_and_mnli_matched(monkeypat
 
     def split(n):
         return datasets.Dataset.from_dict({"premise": [f"p{i}" for i in range(n)], "hypothesis": ["h"] * n,
-                                           "label": [i % 3 for i in range(n)], "idx": list(range(n))}, features=features)
+                                           "label": [i % 3 for i in range(n)], "idx": list(range(n))},
+                                          features=features)
 
     calls = []
 

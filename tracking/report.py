@@ -292,8 +292,8 @@ def build_report(run_dirs: list[str], output: str) -> str:
                  **{k: v for k, v in run.best_row().items() if k != "step"}} for run in runs]
         body.append("<h2>Best validation of each run</h2>" + _table(pd.DataFrame(rows), "compare"))
         differing = _differing_hparams(runs)
-        body.append("<h2>Hyperparameters that differ</h2>" + (
-            _table(differing, "hparams-diff") if len(differing) else "<p>None: the runs share every hyperparameter.</p>"))
+        body.append("<h2>Hyperparameters that differ</h2>" + (_table(differing, "hparams-diff") if len(differing)
+                                                               else "<p>None: the runs share every hyperparameter.</p>"))
     body.append("<h2>Curves</h2><div class='grid'>")
     for metric, label in TRAIN_CURVES + [(m, m) for m in _validation_metrics(runs)]:
         image = _curves(runs, metric, label)
