@@ -140,9 +140,10 @@ class DataSource:
         else:
             loaded = datasets.load_dataset(GLUE, self.task)
             names = _class_names(loaded["train"], "label") or task.labels
-            raw = datasets.DatasetDict({
-                split: loaded[hub_split].rename_columns(
-                    {task.text: "sentence", **({task.pair: "sentence2"} if task.pair else {})})
+            columns = {task.text: "sentence", **({task.pair: "sentence2"} if task.pair else {})}
+            raw = datasets.DatasetDict({  # idx: the row's position, as the examples table looks rows up by it
+                split: loaded[hub_split].select_columns([*columns, "label"]).rename_columns(columns)
+                .map(lambda _, i: {"idx": i}, with_indices=True)
                 for split, hub_split in (("train", "train"), ("validation", task.validation))})
         if self.labels is not None:  # a checkpoint's labels (evaluate.py): same names, maybe another order
             return self._remap(raw, names)
