@@ -83,10 +83,10 @@ def build_parser() -> _cli.Parser:
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """`callbacks`: extra `trainer.Callback`s run after the built-in ones (benchmarks/throughput.py times steps so)."""
     args = _cli.parse_args(build_parser(), argv, extras=HPARAM_EXTRAS)
+    run_dir, resume_from = _cli.resume_target(args.output_dir, args.run_name, args.resume) if args.resume else (None, None)
     source = _cli.load_data_source(args)
     official = _cli.official_metrics(source)
     args.monitor = args.monitor or official[0]
-    run_dir, resume_from = _cli.resume_target(args.output_dir, args.run_name, args.resume) if args.resume else (None, None)
 
     from models import SamplesVisualisationLogger
     from tracking import build_logger
