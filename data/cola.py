@@ -1,4 +1,5 @@
-"""CoLA: loading (Hugging Face Hub or a local folder of GLUE TSV files), tokenization and dataloaders.
+"""CoLA loading (Hugging Face Hub or a local folder of GLUE TSV files); tokenization and dataloaders for any
+source (data/sources.py).
 
 Knows no model class and no training loop: it needs a tokenizer and hands out batches of `input_ids`,
 `attention_mask`, `token_type_ids`, `labels` and `idx` (the row's position, so a callback can find the raw sentence).
@@ -33,6 +34,7 @@ def read_glue_tsv(path: str) -> dict[str, list]:
         raise DataError(f"{path}: file not found; pass --data-dir (or set {DATA_DIR_ENV}) to a folder with "
                         f"{' and '.join(SPLIT_FILES.values())} in GLUE CoLA format")
     sentences, labels = [], []
+    reader = None
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -53,9 +55,9 @@ def read_glue_tsv(path: str) -> dict[str, list]:
     except UnicodeDecodeError as exc:
         line_no = _line_of_offset(path, exc.start)
         raise DataError(f"{path}:{line_no}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
-    except csv.Error as exc:  # a field longer than csv.field_size_limit(), a NUL byte
-        raise DataError(f"{path}:{reader.line_num}: {exc}; is this a GLUE TSV file? (one sentence per line, "
-                        "tab-separated)") from None
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit (128 KiB)
+        raise DataError(f"{path}:{reader.line_num}: cannot be read as a GLUE TSV row ({exc}); a CoLA sentence is "
+                        "one short line") from None
     if not sentences:
         raise DataError(f"{path}: no rows; expected GLUE CoLA rows (source, label, annotation, sentence)")
     return {"sentence": sentences, "label": labels, "idx": list(range(len(sentences)))}
@@ -95,13 +97,16 @@ def load_cola(data_dir: str | None = None):
 
 
 @dataclass
-class ColaDataModule:
+class TextClassificationDataModule:
     """Tokenizes (or reads the tokenization cache) and builds the dataloaders: training batches grouped by length
     (seeded), validation batches sorted by length, each padded only to its longest sentence by
-    `DataCollatorWithPadding`."""
+    `DataCollatorWithPadding`. Sentence pairs are encoded as pairs (`tokenizer(first, second)`).
+
+    The data comes from `source` (a `data.sources.DataSource`); without one, CoLA from `data_dir` or the Hub."""
 
     tokenizer: object
     data_dir: str | None = None
+    source: object = None
     batch_size: int = 32
     eval_batch_size: int = 64
     max_length: int = 128
@@ -110,26 +115,36 @@ class ColaDataModule:
     cache_dir: str | None = field(default_factory=lambda: default_cache_dir())  # None: tokenize every run
     splits: dict = field(default_factory=dict, init=False)
 
-    def setup(self) -> "ColaDataModule":
+    def setup(self) -> "TextClassificationDataModule":
         import datasets
 
+        from data.sources import DataSource
+
         datasets.disable_progress_bars()
-        raw = load_cola(self.data_dir)
+        if self.source is None:
+            self.source = DataSource(task="cola", data_dir=self.data_dir)
+        raw = self.source.load()
+        self.label_names = self.source.label_names
+        self.is_pair = "sentence2" in raw["train"].column_names
         self.sentences = {split: list(raw[split]["sentence"]) for split in raw}
+        self.pairs = {split: list(raw[split]["sentence2"]) if self.is_pair else None for split in raw}
         self.labels = {split: list(raw[split]["label"]) for split in raw}
+        text_columns = ["sentence", "sentence2"] if self.is_pair else ["sentence"]
         cache = TokenCache(self.cache_dir, self.tokenizer, self.max_length) if self.cache_dir else None
         self.splits = {}
         for split in raw:
             path = cache.path(raw[split]) if cache else None
             cached = cache.load(path) if cache else None
             if cached is None:
-                cached = raw[split].map(self._tokenize, batched=True, remove_columns=["sentence"])
+                cached = raw[split].map(self._tokenize, batched=True, remove_columns=text_columns)
                 if cache:
                     cache.save(path, cached)
             self.splits[split] = cached
         return self
 
     def _tokenize(self, batch):
+        if "sentence2" in batch:
+            return self.tokenizer(batch["sentence"], batch["sentence2"], truncation=True, max_length=self.max_length)
         return self.tokenizer(batch["sentence"], truncation=True, max_length=self.max_length)
 
     def _collator(self):
@@ -164,6 +179,9 @@ class ColaDataModule:
         workers = default_num_workers() if self.num_workers is None else self.num_workers
         return {"collate_fn": self._collator(), "num_workers": workers, "persistent_workers": workers > 0,
                 "pin_memory": torch.cuda.is_available()}
+
+
+ColaDataModule = TextClassificationDataModule  # the seed's name
 
 
 def default_num_workers() -> int:

@@ -1,12 +1,17 @@
-"""`ColaModel`: a sequence classifier for CoLA with the seed's metrics, as a `TrainerModule`.
+"""`ColaModel`: a sequence classifier for N named classes (CoLA's two by default) with the seed's metrics, as a
+`TrainerModule`.
 
 Metric names are the seed's (`train/loss`, `train/acc`, `valid/loss`, `valid/acc`, `valid/precision_macro`,
-`valid/recall_macro`, `valid/precision_micro`, `valid/recall_micro`, `valid/f1`) plus `valid/mcc`, CoLA's official
-metric. Validation metrics are computed over the whole dev set, gathered from every process.
+`valid/recall_macro`, `valid/precision_micro`, `valid/recall_micro`, `valid/f1` = macro F1) plus `valid/mcc`
+(Matthews correlation, multi-class for more than two classes: CoLA's official metric), then `valid/f1_micro`, and
+`valid/f1_positive` (F1 of class 1, MRPC's and QQP's official F1) when asked for. A `per_class` table holds each
+class's precision, recall, F1 and support. Validation metrics are computed over the whole dev set, gathered from
+every process.
 """
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
@@ -43,26 +48,41 @@ class ColaModel(TrainerModule):
         dropout: float | None = None,
         model=None,
         tokenizer=None,
+        label_names: Sequence[str] | None = LABELS,
+        f1_positive: bool = False,
     ) -> None:
-        """`model`/`tokenizer` may be given ready-made (tests build tiny random BERTs); otherwise both are loaded
-        from `model_name`. `head_lr` is the learning rate of the freshly initialised pooler and classifier; `dropout`
-        overrides the checkpoint's hidden and attention dropout."""
+        """`model`/`tokenizer` may be given ready-made (tests build tiny random BERTs; the class names are then the
+        model config's); otherwise both are loaded from `model_name`. `head_lr` is the learning rate of the freshly
+        initialised pooler and classifier; `dropout` overrides the checkpoint's hidden and attention dropout.
+
+        `label_names`: the classes in id order, saved in the checkpoint's config (`id2label`, `label2id`); a head of
+        another size in `model_name` is replaced by a fresh one. None: the checkpoint's own classes (evaluate.py).
+        `f1_positive`: also log `valid/f1_positive`, the F1 of class 1 (binary tasks such as MRPC and QQP)."""
         super().__init__()
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         self.model_name, self.lr, self.head_lr = model_name, lr, head_lr
         self.weight_decay, self.warmup_ratio = weight_decay, warmup_ratio
         path = resolve_model_path(model_name) if model is None or tokenizer is None else model_name
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        self.loading_info: dict = {}  # what from_pretrained found missing (the new head) or unexpected
+        if model is None and label_names is not None:
+            label_names = [str(n) for n in label_names]
+            head = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                    "label2id": {n: i for i, n in enumerate(label_names)}}
+            if AutoConfig.from_pretrained(path).num_labels != len(label_names):
+                head["ignore_mismatched_sizes"] = True  # e.g. a binary checkpoint fine-tuned on 3 classes
+        else:
+            head = {}
+        self.loading_info: dict = {}  # what from_pretrained found missing (a new head) or unexpected
         if model is None:
             model, self.loading_info = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-                label2id={n: i for i, n in enumerate(LABELS)}, output_loading_info=True, **overrides,
-            )
+                path, **head, **overrides, output_loading_info=True)
         self.model = model
-        n = len(LABELS)
+        config = self.model.config
+        self.label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
+        self.f1_positive = f1_positive and len(self.label_names) == 2
+        n = len(self.label_names)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.
         kw = {"num_classes": n, "sync_on_compute": False}
         # Argmax predictions and 0/1 labels need no checking, and its checks would wait on the device every step.
@@ -110,7 +130,8 @@ class ColaModel(TrainerModule):
     def validation_epoch_end(self, outputs):
         if not outputs:
             return
-        from sklearn.metrics import matthews_corrcoef
+        import pandas as pd
+        from sklearn.metrics import f1_score, matthews_corrcoef, precision_recall_fscore_support
 
         labels = torch.cat([x["labels"] for x in outputs]).cpu()
         logits = torch.cat([x["logits"] for x in outputs]).float().cpu()
@@ -118,11 +139,21 @@ class ColaModel(TrainerModule):
         # scikit-learn, as GLUE's own scorer: 0 for a constant predictor, where torchmetrics 1.x returns a small
         # positive number (0.049 on a majority-class dev subset), which would flatter a collapsed model.
         self.log("valid/mcc", float(matthews_corrcoef(labels.numpy(), preds.numpy())), prog_bar=True, batch_size=1)
+        self.log("valid/f1_micro", float(f1_score(labels.numpy(), preds.numpy(), average="micro")), batch_size=1)
+        if self.f1_positive:
+            self.log("valid/f1_positive", float(f1_score(labels.numpy(), preds.numpy(), pos_label=1, zero_division=0)),
+                     batch_size=1)
+        classes = list(range(len(self.label_names)))
+        precision, recall, f1, support = precision_recall_fscore_support(labels.numpy(), preds.numpy(),
+                                                                         labels=classes, zero_division=0)
+        self.logger.log_table("per_class", pd.DataFrame({"class": self.label_names, "precision": precision,
+                                                         "recall": recall, "f1": f1, "support": support}),
+                              step=self.global_step)
         probs = logits.softmax(-1).numpy()
-        self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), LABELS,
+        self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), self.label_names,
                                          step=self.global_step, probs=probs)
-        self.logger.log_roc_curve("roc", labels.tolist(), probs, LABELS, step=self.global_step)
-        self.logger.log_pr_curve("pr", labels.tolist(), probs, LABELS, step=self.global_step)
+        self.logger.log_roc_curve("roc", labels.tolist(), probs, self.label_names, step=self.global_step)
+        self.logger.log_pr_curve("pr", labels.tolist(), probs, self.label_names, step=self.global_step)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

@@ -138,15 +138,172 @@ def require_hub(repo_id: str, repo_type: str, instead: str) -> None:
                          f"({type(exc).__name__}); {instead}, or set HF_HUB_OFFLINE=1 to use a cached copy") from None
 
 
-def data_source(data_dir: str | None) -> str | None:
-    """The CoLA folder from --data-dir or $COLA_DIR; None means the Hub, which must then answer within seconds."""
-    from data import HUB_DATASET, resolve_data_dir
+def label_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(","))
+    if len(items) < 2 or not all(items) or len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"expected 2 or more distinct class names, comma-separated, got {text!r}")
+    return items
 
-    data_dir = resolve_data_dir(data_dir)
-    if data_dir is None:
-        require_hub(HUB_DATASET[0], "dataset", "pass --data-dir DIR with CoLA's train.tsv and dev.tsv (or set "
-                    "COLA_DIR)")
-    return data_dir
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The data-source flags, shared by train.py and evaluate.py. One source: --task (with --data-dir for CoLA's TSV
+    folder), --train-file/--validation-file, or --dataset."""
+    from data import GLUE_TASKS
+
+    g = p.add_argument_group("data (one source: --task [--data-dir], --train-file and --validation-file, or --dataset)")
+    g.add_argument("--task", type=str.lower, default=None, metavar="NAME",
+                   help=f"a GLUE classification task from the Hub (nyu-mll/glue): {', '.join(GLUE_TASKS)}; mnli "
+                        "validates on validation_matched (default: cola)")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
+                        "Hub's nyu-mll/glue (cola)")
+    g.add_argument("--train-file", default=None, metavar="FILE",
+                   help="training data: .csv, .tsv, or .json/.jsonl (JSON lines), with a header or keys")
+    g.add_argument("--validation-file", default=None, metavar="FILE", help="validation data, same format")
+    g.add_argument("--dataset", default=None, metavar="ID_OR_PATH",
+                   help="a Hugging Face dataset: a Hub id, or a folder written by datasets' save_to_disk (offline)")
+    g.add_argument("--dataset-config", default=None, help="the Hub dataset's configuration (subset) name")
+    g.add_argument("--train-split", default="train", help="--dataset's training split (default: %(default)s)")
+    g.add_argument("--validation-split", default="validation",
+                   help="--dataset's validation split (default: %(default)s)")
+    g.add_argument("--text-column", default=None,
+                   help="column of the text in files and datasets (default: 'text', else 'sentence')")
+    g.add_argument("--text-pair-column", default=None,
+                   help="column of the second text of a pair (default: none, single texts)")
+    g.add_argument("--label-column", default="label", help="column of the class (default: %(default)s)")
+    g.add_argument("--labels", type=label_list, default=None, metavar="A,B,...",
+                   help="class names in id order; labels in the data must be among them (integer labels are ids "
+                        "into them). Default: the data's class names, else its sorted labels")
+
+
+DATA_KEYS = ("task", "data_dir", "train_file", "validation_file", "dataset", "dataset_config", "train_split",
+             "validation_split", "text_column", "text_pair_column", "label_column", "labels")
+
+
+def load_data_source(args, labels=None):
+    """The `data.DataSource` the flags name, read (raw splits and class names), with the Hub checked first.
+    `labels`: fixed class names (a checkpoint's), which take the place of --labels."""
+    import datasets
+
+    from data import HUB_DATASET, DataError, DataSource, resolve_data_dir
+
+    other = args.train_file or args.validation_file or args.dataset
+    data_dir = args.data_dir if other or (args.task or "cola") != "cola" else resolve_data_dir(args.data_dir)
+    source = DataSource(task=args.task, data_dir=data_dir, train_file=args.train_file,
+                        validation_file=args.validation_file, dataset=args.dataset, dataset_config=args.dataset_config,
+                        train_split=args.train_split, validation_split=args.validation_split,
+                        text_column=args.text_column, text_pair_column=args.text_pair_column,
+                        label_column=args.label_column, labels=labels or args.labels)
+    if source.kind == "glue" and not source.data_dir:
+        instead = "pass --data-dir DIR with CoLA's train.tsv and dev.tsv (or set COLA_DIR)" if source.task == "cola" \
+            else "pass --train-file/--validation-file or --dataset with a local copy"
+        require_hub(HUB_DATASET[0], "dataset", instead)
+    elif source.kind == "dataset" and not os.path.isdir(source.dataset):
+        if source.dataset.startswith((".", "/", "~")) or source.dataset.count("/") > 1:
+            raise UsageError(f"dataset folder {source.dataset!r} does not exist; pass a folder written by "
+                             "save_to_disk or a Hub dataset id")
+        require_hub(source.dataset, "dataset", "pass a folder written by save_to_disk, or --train-file")
+    try:
+        source.load()
+    except DataError:
+        raise
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
+        raise UsageError(f"cannot load the data ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    return source
+
+
+def official_metrics(source) -> tuple[str, ...]:
+    """The task's official metrics (models/tasks.py); the first is the default --monitor."""
+    from models import official_metrics as official
+
+    return official(source.task if source.kind == "glue" else None, len(source.label_names))
+
+
+def model_options(source) -> dict:
+    """What the classifier needs to know of the data: its class names, and whether to log the positive class's F1."""
+    return {"label_names": list(source.label_names), "f1_positive": "valid/f1_positive" in official_metrics(source)}
+
+
+def best_score_modes(official: tuple[str, ...], monitor: str, mode: str) -> dict[str, str]:
+    """What `BestScores` keeps for the summary: valid/loss, the task's official metrics, and the monitored metric."""
+    modes = {"valid/loss": "min", **dict.fromkeys(official, "max")}
+    modes.setdefault(monitor, mode)
+    return modes
+
+
+def checkpoint_labels(path: str) -> tuple[str, ...] | None:
+    """A model folder's class names, None where they are transformers' defaults (LABEL_0, LABEL_1, ...)."""
+    from transformers import AutoConfig
+
+    check_model_source(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model {path!r}: {str(exc).strip().splitlines()[0]}") from None
+    names = tuple(str(config.id2label[i]) for i in range(config.num_labels))
+    return None if names == tuple(f"LABEL_{i}" for i in range(len(names))) else names
+
+
+def match_model_to_data(model, source, name: str) -> None:
+    """A loaded classifier set up for `source`: the same number of classes (else a UsageError), the data's class
+    names where the model has only transformers' defaults, and the task's extra metrics."""
+    if len(model.label_names) != len(source.label_names):
+        raise UsageError(f"{name} has {len(model.label_names)} classes and the data {len(source.label_names)} "
+                         f"({', '.join(source.label_names)}); pass the data it was trained on")
+    if model.label_names != list(source.label_names):  # LABEL_0, LABEL_1, ...: name them as the data does
+        model.label_names = list(source.label_names)
+        model.model.config.id2label = dict(enumerate(model.label_names))
+        model.model.config.label2id = {n: i for i, n in enumerate(model.label_names)}
+    model.f1_positive = model_options(source)["f1_positive"]
+
+
+def build_datamodule(source, tokenizer, **options):
+    """The tokenized splits and dataloaders of a loaded `source` (see `load_data_source`)."""
+    from data import TextClassificationDataModule
+
+    return TextClassificationDataModule(tokenizer, source=source, **options).setup()
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, extras: tuple[str, ...] = ()):
+    """`parser.parse_args(argv)`, where `--config FILE` (an hparams.yaml a run wrote) supplies flags that the command
+    line does not give. Keys of the file that are not flags must be in `extras` (what a run records besides its
+    flags: versions, git commit, ...); any other key is an error. A data source on the command line replaces the
+    file's. The file's run name and resume target are not reused: a re-run is a new run."""
+    import yaml
+
+    args = parser.parse_args(argv)
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError:
+        raise UsageError(f"--config {path}: not a YAML file; pass the hparams.yaml of a run") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--config {path}: expected a mapping of flag names to values, like a run's hparams.yaml")
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.default != argparse.SUPPRESS}
+    unknown = [k for k in saved if k not in actions and k not in extras]
+    if unknown:
+        raise UsageError(f"--config {path}: {', '.join(map(str, unknown))} is not a flag of {parser.prog}; remove it "
+                         "from the file")
+    defaults = parser.parse_args([])
+    given = {dest for dest in actions if getattr(args, dest) != getattr(defaults, dest, None)}
+    skip = {"config", "run_name", "resume", "help"} | (set(DATA_KEYS) if given & set(DATA_KEYS) else set())
+    tokens = []
+    for dest, value in saved.items():
+        if dest not in actions or dest in skip or value is None or value is False:
+            continue
+        action = actions[dest]
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # store_true
+            tokens.append(flag)
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            tokens.append(f"{flag}={text}")
+    return parser.parse_args(tokens + list(argv if argv is not None else sys.argv[1:]))
 
 
 def check_model_source(name: str) -> None:

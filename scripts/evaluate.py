@@ -1,6 +1,9 @@
-"""Validate a saved model on CoLA's dev set with the training run's metrics and loggers.
+"""Validate a saved model on a validation set with the training run's metrics and loggers.
 
     python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --data-dir ../shared/data/cola
+    python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --train-file t.csv --validation-file v.csv
+
+Takes the data flags of train.py; the class names and their order are the checkpoint's (config id2label).
 
 The last line on stdout is a JSON object of the metrics.
 """
@@ -18,11 +21,11 @@ from scripts.train import write_report  # noqa: E402
 
 def build_parser() -> _cli.Parser:
     p = _cli.Parser(prog="evaluate.py", description="Validate a sequence-classification checkpoint (any folder that "
-                    "AutoModelForSequenceClassification.from_pretrained loads) on CoLA's dev set.")
+                    "AutoModelForSequenceClassification.from_pretrained loads) on a validation set (CoLA's dev set by "
+                    "default).")
     p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with CoLA's train.tsv and dev.tsv; default: $COLA_DIR, else the Hub")
+    _cli.add_data_args(p)
     p.add_argument("--batch-size", type=_cli.positive_int, default=64, help="(default: %(default)s)")
     p.add_argument("--limit-val-batches", type=_cli.positive_int, default=None,
                    help="use only the first N validation batches")
@@ -37,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run_name is not None:
         _rundir.check_run_name(args.run_name)
-    data_dir = _cli.data_source(args.data_dir)
+    # The data is read and checked before the weights are loaded, with the checkpoint's class names and order.
+    source = _cli.load_data_source(args, labels=_cli.checkpoint_labels(args.checkpoint))
 
-    from data import ColaDataModule, DataError
+    from data import DataError
     from models import SamplesVisualisationLogger
     from tracking import build_logger
     from trainer import Trainer
@@ -51,17 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             tokenizer = _cli.load_tokenizer(args.checkpoint)
-            datamodule = ColaDataModule(tokenizer, data_dir=data_dir, eval_batch_size=args.batch_size).setup()
-            model = _cli.load_model(args.checkpoint, tokenizer=tokenizer)
+            datamodule = _cli.build_datamodule(source, tokenizer, eval_batch_size=args.batch_size)
+            model = _cli.load_model(args.checkpoint, label_names=None, tokenizer=tokenizer)  # its own head, names
+            _cli.match_model_to_data(model, source, args.checkpoint)
         except (_cli.UsageError, DataError, KeyboardInterrupt):
             if run is not None:
                 run.abandon()
             raise
-        trainer.callbacks = [SamplesVisualisationLogger(datamodule.sentences["validation"])]
+        trainer.callbacks = [SamplesVisualisationLogger(datamodule.sentences["validation"],
+                                                        pairs=datamodule.pairs["validation"])]
         trainer.default_root_dir = run_dir
         trainer.logger = build_logger(f"csv,{args.logger}", run_dir, trainer.is_main_process,
                                       **_cli.logger_options(args, os.path.basename(run_dir)))
-        trainer.logger.log_hyperparams({**vars(args), "data_source": data_dir or "hub:nyu-mll/glue/cola"})
+        trainer.logger.log_hyperparams({**vars(args), "data_dir": source.data_dir, "data": source.describe()})
         if run is not None:
             run.set_status("running")
         status = "failed"

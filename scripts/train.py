@@ -1,7 +1,9 @@
-"""Fine-tune a sequence classifier on CoLA and monitor the run.
+"""Fine-tune a sequence classifier on CoLA (or any GLUE task, CSV/JSON-lines files, a Hugging Face dataset) and
+monitor the run.
 
     python scripts/train.py                                   # all-MiniLM-L6-v2, CoLA from the Hub or $COLA_DIR
     python scripts/train.py --data-dir ../shared/data/cola    # CoLA from local GLUE TSV files
+    python scripts/train.py --train-file t.csv --validation-file v.csv   # your own classes
     accelerate launch scripts/train.py ...                    # several processes / GPUs
 """
 from __future__ import annotations
@@ -19,14 +21,15 @@ DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=No
 
 
 def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA with a hand-written Accelerate "
-                    "loop; metrics, confusion matrices and misclassified sentences go to the chosen loggers.")
+    p = _cli.Parser(prog="train.py", description="Fine-tune a transformer on CoLA (default), a GLUE task or your own "
+                    "data with a hand-written Accelerate loop; metrics, confusion matrices and misclassified "
+                    "sentences go to the chosen loggers.")
     p.add_argument("--model", default=DEFAULTS["model"],
                    help="'minilm' (all-MiniLM-L6-v2 shipped with the install, works offline), a local Hugging Face "
                         "model folder, or a Hub id such as google/bert_uncased_L-2_H-128_A-2 (default: %(default)s)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
-                        "Hub's nyu-mll/glue (cola)")
+    p.add_argument("--config", default=None, metavar="HPARAMS_YAML",
+                   help="re-run a saved run: flags from its hparams.yaml; flags given here take precedence")
+    _cli.add_data_args(p)
     p.add_argument("--max-epochs", type=_cli.positive_int, default=DEFAULTS["max_epochs"], help="(default: %(default)s)")
     p.add_argument("--max-steps", type=_cli.positive_int, default=None,
                    help="stop after this many optimizer steps (default: no limit)")
@@ -57,9 +60,9 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
     p.add_argument("--log-every-n-steps", type=_cli.positive_int, default=10, help="(default: %(default)s)")
-    p.add_argument("--monitor", default="valid/mcc",
+    p.add_argument("--monitor", default=None,
                    help="metric that picks the best checkpoint and drives early stopping; the post used "
-                        "valid/loss with --monitor-mode min (default: %(default)s, CoLA's official metric)")
+                        "valid/loss with --monitor-mode min (default: the task's official metric, valid/mcc for CoLA)")
     p.add_argument("--monitor-mode", choices=["min", "max"], default="max", help="(default: %(default)s)")
     p.add_argument("--patience", type=_cli.positive_int, default=3,
                    help="early stopping: validations without improvement before stopping (default: %(default)s)")
@@ -77,23 +80,25 @@ def build_parser() -> _cli.Parser:
     return p
 
 
-def check_flags(args) -> None:
-    """What argparse cannot check alone, before anything is loaded or written."""
+def check_monitor(args, official) -> None:
+    """--monitor names a metric the model logs by the time a validation ends; checked before anything is loaded."""
     from models.cola import METRICS
 
-    name = args.monitor[: -len("_epoch")] if args.monitor.endswith("_epoch") else args.monitor
-    if name not in METRICS:
+    allowed = list(dict.fromkeys([*METRICS, *official]))
+    if args.monitor.removesuffix("_epoch") not in allowed:
         raise _cli.UsageError(f"--monitor {args.monitor!r} is not a metric this model logs; choose from "
-                              f"{', '.join(METRICS)}")
-    if args.run_name is not None:
-        _rundir.check_run_name(args.run_name)
+                              f"{', '.join(allowed)}")
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """`callbacks`: extra `trainer.Callback`s run after the built-in ones (benchmarks/throughput.py times steps so)."""
-    args = build_parser().parse_args(argv)
-    check_flags(args)
-    data_dir = _cli.data_source(args.data_dir)
+    args = _cli.parse_args(build_parser(), argv, extras=HPARAM_EXTRAS)
+    if args.run_name is not None:
+        _rundir.check_run_name(args.run_name)
+    source = _cli.load_data_source(args)  # read and checked before any folder is made or weights are loaded
+    official = _cli.official_metrics(source)
+    args.monitor = args.monitor or official[0]
+    check_monitor(args, official)
 
     from trainer import Trainer
 
@@ -105,36 +110,36 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
     run, run_dir, resume_from = _rundir.open_run(trainer.accelerator, args.output_dir, args.run_name, args.resume,
-                                                 flags(args))
+                                                 flags(args, source))
     if trainer.is_main_process:
         print(f"run folder: {os.path.abspath(run_dir)}", flush=True)
         if args.resume:
             print(f"resuming from {resume_from} (step {run.resume_step})" if resume_from
                   else f"no run folder {run_dir} yet: starting it")
     try:
-        return train(args, trainer, run, run_dir, resume_from, data_dir, argv, callbacks)
+        return train(args, trainer, run, run_dir, resume_from, source, official, argv, callbacks)
     finally:
         if run is not None:
             run.release()
 
 
-def train(args, trainer, run, run_dir, resume_from, data_dir, argv, callbacks) -> int:
-    """Everything after the run folder is held: data and model (the folder is abandoned if either fails), then
-    the loggers, the loop, and the run's end however it comes."""
-    from data import ColaDataModule, DataError
+def train(args, trainer, run, run_dir, resume_from, source, official, argv, callbacks) -> int:
+    """Everything after the run folder is held: tokenizer, tokenized data and model (the folder is abandoned if
+    any fails), then the loggers, the loop, and the run's end however it comes."""
+    from data import DataError
     from models import SamplesVisualisationLogger
     from tracking import build_logger
     from trainer import BestScores, CheckpointError, EarlyStopping, ModelCheckpoint, NonFiniteLossError, seed_everything
     from trainer.checkpoint import check_compatible
 
     try:
-        seed_everything(args.seed, deterministic=True)
         tokenizer = _cli.load_tokenizer(args.model)
-        datamodule = ColaDataModule(tokenizer, data_dir=data_dir, batch_size=args.batch_size, seed=args.seed,
-                                    num_workers=args.num_workers).setup()
-        seed_everything(args.seed, deterministic=True)  # the head's initial weights do not depend on the data path
+        datamodule = _cli.build_datamodule(source, tokenizer, batch_size=args.batch_size, seed=args.seed,
+                                           num_workers=args.num_workers)
+        seed_everything(args.seed, deterministic=True)  # before the new head's weights are drawn
         model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-                                warmup_ratio=args.warmup_ratio, dropout=args.dropout, tokenizer=tokenizer)
+                                warmup_ratio=args.warmup_ratio, dropout=args.dropout, tokenizer=tokenizer,
+                                **_cli.model_options(source))
         if resume_from:
             check_compatible(resume_from, model)
     except CheckpointError as exc:
@@ -151,14 +156,15 @@ def train(args, trainer, run, run_dir, resume_from, data_dir, argv, callbacks) -
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model,
                                  artifact_name=f"model-{os.path.basename(run_dir)}")
     trainer.callbacks = [checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
-                         SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples),
-                         BestScores({"valid/loss": "min", "valid/mcc": "max"}), *callbacks]
+                         SamplesVisualisationLogger(datamodule.sentences["validation"], max_rows=args.max_examples,
+                                                    pairs=datamodule.pairs["validation"]),
+                         BestScores(_cli.best_score_modes(official, args.monitor, args.monitor_mode)), *callbacks]
     trainer.default_root_dir = run_dir
     # The local record (hparams.yaml, metrics.csv, tables, plots, summary, report) is always written; --logger adds
     # trackers on top of it.
     trainer.logger = build_logger(f"csv,{args.logger}", run_dir, trainer.is_main_process,
                                   **_cli.logger_options(args, os.path.basename(run_dir)))
-    trainer.logger.log_hyperparams(hyperparameters(args, data_dir, trainer))
+    trainer.logger.log_hyperparams(hyperparameters(args, source, trainer))
     if run is not None:
         run.set_status("running")
 
@@ -223,9 +229,9 @@ def resume_hint(trainer, run_dir, argv) -> str:
     return f"resume from step {trainer.last_state_step} with: {command}"
 
 
-def flags(args) -> dict:
-    """The flags as hparams.yaml records them, to compare a resumed run's flags with the run's own."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+def flags(args, source) -> dict:
+    """The flags as hparams.yaml records them (see `hyperparameters`), to compare a resumed run's with the run's own."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in {**vars(args), "data_dir": source.data_dir}.items()}
 
 
 def write_report(run_dir: str) -> None:
@@ -239,14 +245,18 @@ def write_report(run_dir: str) -> None:
               f"try: python scripts/report.py {run_dir}", file=sys.stderr)
 
 
-def hyperparameters(args, data_dir, trainer) -> dict:
+HPARAM_EXTRAS = ("optimizer", "lr_schedule", "git_commit", "data", "official_metrics", "num_processes",
+                 "global_batch_size", "versions")  # what hyperparameters() records besides the flags
+
+
+def hyperparameters(args, source, trainer) -> dict:
     import accelerate
     import torch
     import transformers
 
     return {**vars(args), "optimizer": "AdamW", "lr_schedule": "linear warm-up, linear decay to 0",
-            "git_commit": _cli.git_commit(), "data_source": data_dir or "hub:nyu-mll/glue/cola",
-            "num_processes": trainer.accelerator.num_processes,
+            "git_commit": _cli.git_commit(), "data_dir": source.data_dir, "data": source.describe(),
+            "official_metrics": list(_cli.official_metrics(source)), "num_processes": trainer.accelerator.num_processes,
             "global_batch_size": args.batch_size * args.accumulate_grad_batches * trainer.accelerator.num_processes,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "accelerate": accelerate.__version__}}

@@ -59,8 +59,14 @@ def test_validation_metrics_match_scikit_learn(trained):
         "valid/loss_epoch": torch.nn.functional.cross_entropy(logits, torch.tensor(y)).item(),
     }
     last = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/acc"]).iloc[-1]
+    expected["valid/f1_micro"] = skm.f1_score(y, p, average="micro")
     for name, value in expected.items():
         assert last[name] == pytest.approx(value, abs=1e-5), name
+    assert "valid/f1_positive" not in last.index  # MRPC's and QQP's metric, not CoLA's
+    per_class = pd.read_csv(run / "tables" / f"per_class-step{trainer.global_step}.csv")
+    assert per_class["class"].tolist() == ["unacceptable", "acceptable"]
+    assert per_class["f1"].tolist() == pytest.approx(skm.f1_score(y, p, average=None, labels=[0, 1], zero_division=0))
+    assert per_class["support"].tolist() == np.bincount(y, minlength=2).tolist()
     assert {"train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch"} <= set(last.index)
 
     counts = pd.read_csv(run / "tables" / f"Confusion_Matrix-step{trainer.global_step}.csv", index_col=0)
@@ -76,8 +82,9 @@ def test_examples_table_is_exactly_the_misclassified_dev_sentences(trained):
     table = pd.read_csv(run / "tables" / f"examples-step{trainer.global_step}.csv")
     assert list(table.columns) == ["Sentence", "Label", "Predicted", "Probability"]
     assert table["Sentence"].tolist() == [dm.sentences["validation"][i] for i in wrong]
-    assert table["Label"].tolist() == [dm.labels["validation"][i] for i in wrong]
-    assert table["Predicted"].tolist() == [preds[i] for i in wrong]
+    names = ["unacceptable", "acceptable"]  # the class names, not 0/1
+    assert table["Label"].tolist() == [names[dm.labels["validation"][i]] for i in wrong]
+    assert table["Predicted"].tolist() == [names[preds[i]] for i in wrong]
     assert table["Probability"].tolist() == pytest.approx([probs[i].max().item() for i in wrong], abs=1e-4)
     assert len(list((run / "tables").glob("examples-step*.csv"))) == 2  # after every validation
 

@@ -48,8 +48,8 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     document = open(path, encoding="utf-8").read()
     assert not re.search(r'(src|href)="(https?:)?//', document)  # no CDN, no remote font or script
     pngs = images(document)
-    # training loss, training accuracy, 8 validation metrics, confusion matrix, ROC, precision-recall
-    assert len(pngs) == 13
+    # training loss, training accuracy, 9 validation metrics, confusion matrix, ROC, precision-recall
+    assert len(pngs) == 14
     for data in pngs:
         with Image.open(io.BytesIO(base64.b64decode(data))) as image:
             assert image.format == "PNG" and image.size[0] > 100
@@ -60,13 +60,30 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     assert table.count("<tr") - 1 == len(examples)  # one header row
     assert f"at step {step}" in document and str(run / "checkpoints" / "best") in document
     assert "batch_size" in document and "model.name" in document and "tiny-bert" in document
+    # the headline comes first: the monitored metric's best score, its step and epoch, the checkpoint
+    best = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/mcc"])
+    best = best[best["step"] == step].iloc[0]
+    headline = re.search(r'<p class="headline" id="headline">(.*?)</p>', document).group(1)
+    assert document.index(headline) < document.index("<img")
+    assert headline == (f"Best valid/mcc = {summary['checkpoint/score']:.4f} at step {step}, epoch "
+                        f"{int(best['epoch'])}; checkpoint {run / 'checkpoints' / 'best'}.")
+    assert "CoLA" not in re.sub(r"<img[^>]*>", "", document)
+    row = re.search(r'<table[^>]*id="best-run-a".*?</table>', document, re.S).group(0)
+    assert f"<td>{step}</td>" in row and f"<td>{int(best['epoch'])}</td>" in row  # integers, not 6.0000
+    labels = set(examples["Label"]) | set(examples["Predicted"])
+    assert labels <= {"unacceptable", "acceptable"}  # class names, not 0/1
+    per_class = re.search(r'<table[^>]*id="per_class-run-a".*?</table>', document, re.S).group(0)
+    assert "unacceptable" in per_class and "acceptable" in per_class
 
 
 def test_several_runs_are_compared(runs, tmp_path):
     document = open(build_report([str(r) for r in runs], str(tmp_path / "c.html")), encoding="utf-8").read()
     compare = re.search(r'<table[^>]*id="compare".*?</table>', document, re.S).group(0)
     assert compare.count("<tr") == 3 and "run-a" in compare and "run-b" in compare
-    assert len(images(document)) == 10 + 2 * 3  # overlaid curves once, then each run's matrix, ROC, PR
+    assert len(images(document)) == 11 + 2 * 3  # overlaid curves once, then each run's matrix, ROC, PR
+    differ = re.search(r'<table[^>]*id="hparams-diff".*?</table>', document, re.S).group(0)
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", differ, re.S)
+    assert rows == [("lr", "0.001", "0.003")]  # the one hyperparameter the two runs do not share
 
 
 def test_report_script_and_a_folder_that_is_not_a_run(runs, tmp_path):
@@ -105,7 +122,7 @@ def test_report_in_headless_chromium(runs, tmp_path):
         assert errors == []
         broken = driver.execute_script(
             "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        assert driver.execute_script("return document.images.length") == 13 and broken == 0
+        assert driver.execute_script("return document.images.length") == 14 and broken == 0
 
         step = __import__("yaml").safe_load((run / "summary.yaml").read_text())["checkpoint/step"]
         examples = pd.read_csv(run / "tables" / f"examples-step{step}.csv")

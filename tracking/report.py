@@ -41,15 +41,23 @@ class Run:
         return self.metrics.dropna(subset=cols, how="all")[["epoch", "step", *cols]] if cols else pd.DataFrame()
 
     @property
+    def monitor(self) -> str | None:
+        """The metric the run chose its best checkpoint by, as the run recorded it (summary, else hyperparameters)."""
+        return self.summary.get("checkpoint/monitor") or self.hparams.get("monitor")
+
+    @property
     def best_step(self) -> int | None:
-        """The step of the saved best checkpoint, else of the best valid/mcc, else the last validation."""
+        """The step of the saved best checkpoint, else of the best value of the run's monitored metric, else the
+        last validation."""
         if "checkpoint/step" in self.summary:
             return int(self.summary["checkpoint/step"])
         valid = self.validations
         if valid.empty:
             return None
-        if "valid/mcc" in valid:
-            return int(valid.loc[valid["valid/mcc"].idxmax(), "step"])
+        column = next((c for c in (self.monitor, f"{self.monitor}_epoch") if c and c in valid), None)
+        if column and valid[column].notna().any():
+            minimise = self.hparams.get("monitor_mode", "min" if "loss" in column else "max") == "min"
+            return int(valid.loc[valid[column].idxmin() if minimise else valid[column].idxmax(), "step"])
         return int(valid["step"].iloc[-1])
 
     def file(self, folder: str, key: str, suffix: str) -> str | None:
@@ -62,7 +70,34 @@ class Run:
         if valid.empty:
             return {}
         row = valid[valid["step"] == self.best_step]
-        return (row.iloc[-1] if len(row) else valid.iloc[-1]).dropna().to_dict()
+        best = (row.iloc[-1] if len(row) else valid.iloc[-1]).dropna().to_dict()
+        return {k: int(v) if k in ("epoch", "step") else v for k, v in best.items()}
+
+    def headline(self) -> str:
+        """One sentence: the best monitored score, where and when it was reached, and the checkpoint."""
+        best, step = self.best_row(), self.best_step
+        if step is None:
+            return "No validation in this run."
+        monitor = self.monitor
+        score = self.summary.get("checkpoint/score", best.get(monitor or "", best.get(f"{monitor}_epoch")))
+        where = f"step {step}" + (f", epoch {best['epoch']}" if "epoch" in best else "")
+        text = f"Best {monitor} = {float(score):.4f} at {where}" if monitor and score is not None else \
+            f"Last validation at {where}"
+        checkpoint = self.summary.get("checkpoint/path")
+        return text + (f"; checkpoint {checkpoint}." if checkpoint else "; no checkpoint recorded.")
+
+    def tables_at_best(self) -> dict[str, str]:
+        """Every table logged at the best step that has no plot of its own: key -> CSV path."""
+        step = self.best_step
+        folder = os.path.join(self.path, "tables")
+        if step is None or not os.path.isdir(folder):
+            return {}
+        out = {}
+        for name in sorted(os.listdir(folder)):
+            match = re.fullmatch(rf"(.+)-step{step}\.csv", name)
+            if match and not os.path.isfile(os.path.join(self.path, "plots", f"{match.group(1)}-step{step}.png")):
+                out[match.group(1)] = os.path.join(folder, name)
+        return out
 
 
 def _yaml(path: str) -> dict:
@@ -138,26 +173,33 @@ def _run_section(run: Run, heading: bool) -> str:
     parts = [f'<section class="run"><h2>{html.escape(run.name)}</h2>' if heading else '<section class="run">',
              f'<p class="path">{html.escape(os.path.abspath(run.path))}</p>']
     step = run.best_step
-    checkpoint = run.summary.get("checkpoint/path")
-    parts.append("<h3>Best checkpoint</h3>")
-    if checkpoint:
-        parts.append(f"<p><code>{html.escape(str(checkpoint))}</code>, {html.escape(str(run.summary.get('checkpoint/monitor')))}"
-                     f" = {float(run.summary.get('checkpoint/score', float('nan'))):.4f} at step {step}.</p>")
-    else:
-        parts.append("<p>No checkpoint recorded; figures below are from the best validation by valid/mcc.</p>")
+    if not run.summary.get("checkpoint/path"):
+        parts.append(f"<p>No checkpoint recorded; figures below are from the best validation by "
+                     f"{html.escape(str(run.monitor or 'step (the last)'))}.</p>")
     best = run.best_row()
     if best:
+        parts.append(f"<h3>Validation at step {step}</h3>")
         parts.append(_table(pd.DataFrame([best]), f"best-{_id(run)}", sortable=False))
     parts.append(f"<h3>Confusion matrix, ROC and precision-recall at step {step}</h3><div class='grid'>")
     parts.append(_img_file(run.file("plots", "Confusion_Matrix", ".png"), "Confusion matrix"))
     parts.append(_img_file(run.file("plots", "roc", ".png"), "ROC curve"))
     parts.append(_img_file(run.file("plots", "pr", ".png"), "Precision-recall curve"))
     parts.append("</div>")
+    counts = run.file("tables", "Confusion_Matrix", ".csv")
+    if counts:
+        frame = pd.read_csv(counts, index_col=0, keep_default_na=False)
+        parts.append("<p>Counts (rows: actual, columns: predicted):</p>" +
+                     frame.to_html(escape=True, border=0, table_id=f"confusion-{_id(run)}"))
+    for key, path in run.tables_at_best().items():
+        if key in ("examples", "Confusion_Matrix"):
+            continue
+        parts.append(f"<h3>{html.escape(key)} at step {step}</h3>")
+        parts.append(_table(pd.read_csv(path, keep_default_na=False), f"{_safe(key)}-{_id(run)}"))
     examples = run.file("tables", "examples", ".csv")
-    parts.append(f"<h3>Misclassified dev sentences at step {step}</h3>")
+    parts.append(f"<h3>Misclassified validation examples at step {step}</h3>")
     if examples:
         frame = pd.read_csv(examples, keep_default_na=False)
-        parts.append(f"<p>{len(frame)} sentences. Click a column to sort.</p>")
+        parts.append(f"<p>{len(frame)} examples. Click a column to sort.</p>")
         parts.append(_table(frame, f"examples-{_id(run)}", filterable=True))
     else:
         parts.append('<p class="missing">No examples table in this run.</p>')
@@ -170,7 +212,23 @@ def _run_section(run: Run, heading: bool) -> str:
 
 
 def _id(run: Run) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", run.name)
+    return _safe(run.name)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+NOT_COMPARED = ("run_name", "output_dir", "git_commit", "config", "resume")
+
+
+def _differing_hparams(runs: list[Run]) -> pd.DataFrame:
+    """One row per hyperparameter whose value is not the same in every run, one column per run."""
+    flat = [pd.json_normalize(run.hparams, sep=".").iloc[0].to_dict() if run.hparams else {} for run in runs]
+    keys = [k for k in dict.fromkeys(k for f in flat for k in f) if not k.startswith(NOT_COMPARED)]
+    rows = [{"hyperparameter": k, **{run.name: str(f.get(k, "")) for run, f in zip(runs, flat)}} for k in keys
+            if len({str(f.get(k, "")) for f in flat}) > 1]
+    return pd.DataFrame(rows, columns=["hyperparameter", *(run.name for run in runs)])
 
 
 SCRIPT = """
@@ -216,18 +274,26 @@ table.sortable th { cursor: pointer; background: #f3f3f3; }
 th[data-order=asc]::after { content: ' \\25B2'; } th[data-order=desc]::after { content: ' \\25BC'; }
 .grid { display: flex; flex-wrap: wrap; gap: 1rem; } .grid img { max-width: 100%; height: auto; }
 img { max-width: 100%; } .missing { color: #a33; } input.filter { padding: 0.3rem; width: 20rem; }
-section.run { border-top: 2px solid #ccc; margin-top: 2rem; }
+section.run { border-top: 2px solid #ccc; margin-top: 2rem; } .headline { font-size: 1.15em; font-weight: 600; }
 """
 
 
 def build_report(run_dirs: list[str], output: str) -> str:
     """Write the report for `run_dirs` to `output` (atomically) and return its path."""
     runs = [Run.load(path) for path in run_dirs]
-    title = f"CoLA run {runs[0].name}" if len(runs) == 1 else f"{len(runs)} CoLA runs compared"
+    title = f"Run {runs[0].name}" if len(runs) == 1 else f"{len(runs)} runs compared"
     body = [f"<h1>{html.escape(title)}</h1>"]
-    if len(runs) > 1:
-        rows = [{"run": run.name, "best step": run.best_step, **run.best_row()} for run in runs]
+    if len(runs) == 1:
+        body.append(f'<p class="headline" id="headline">{html.escape(runs[0].headline())}</p>')
+    else:
+        body.append("<ul class='headline' id='headline'>" + "".join(
+            f"<li><b>{html.escape(run.name)}</b>: {html.escape(run.headline())}</li>" for run in runs) + "</ul>")
+        rows = [{"run": run.name, "monitor": run.monitor, "best step": run.best_step,
+                 **{k: v for k, v in run.best_row().items() if k != "step"}} for run in runs]
         body.append("<h2>Best validation of each run</h2>" + _table(pd.DataFrame(rows), "compare"))
+        differing = _differing_hparams(runs)
+        body.append("<h2>Hyperparameters that differ</h2>" + (_table(differing, "hparams-diff") if len(differing)
+                                                               else "<p>None: the runs share every hyperparameter.</p>"))
     body.append("<h2>Curves</h2><div class='grid'>")
     for metric, label in TRAIN_CURVES + [(m, m) for m in _validation_metrics(runs)]:
         image = _curves(runs, metric, label)
