@@ -162,7 +162,7 @@ def test_a_hub_model_id_offline_is_a_one_line_error(tmp_path, tiny_cola):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, model_dir):
+def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, model_dir, tiny_cola):
     import shutil
 
     import torch
@@ -177,7 +177,7 @@ def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, mo
             return (open, (str(marker), "w"))  # unpickling this creates the marker file
 
     torch.save({"bert.embeddings.word_embeddings.weight": Payload()}, evil / "pytorch_model.bin")
-    for script, extra in (("evaluate.py", []), ("predict.py", ["A sentence."])):
+    for script, extra in (("evaluate.py", ["--data-dir", str(tiny_cola)]), ("predict.py", ["A sentence."])):
         result = run_script(script, "--checkpoint", str(evil), *extra, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
         _one_line_error(result, "a pickle that carries code")
         assert not marker.exists()
