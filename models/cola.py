@@ -113,10 +113,9 @@ class ColaModel(TrainerModule):
         # positive number (0.049 on a majority-class dev subset), which would flatter a collapsed model.
         self.log("valid/mcc", float(matthews_corrcoef(labels.numpy(), preds.numpy())), prog_bar=True, batch_size=1)
         probs = logits.softmax(-1).numpy()
-        self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), LABELS,
-                                         step=self.global_step, probs=probs)
-        self.logger.log_roc_curve("roc", labels.tolist(), probs, LABELS, step=self.global_step)
-        self.logger.log_pr_curve("pr", labels.tolist(), probs, LABELS, step=self.global_step)
+        from models.charts import log_classification_charts
+
+        log_classification_charts(self.logger, labels.numpy(), probs, LABELS, step=self.global_step)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

@@ -90,9 +90,10 @@ def comma_list(choices):
 
 
 def add_logger_args(p: argparse.ArgumentParser) -> None:
-    """--logger and the W&B backend's options, shared by train.py and evaluate.py."""
+    """--logger and the W&B and MLflow backends' options, shared by train.py and evaluate.py."""
     p.add_argument("--logger", type=logger_spec, default="csv",
-                   help="tracking backends, comma-separated: csv, wandb, tensorboard, none (default: %(default)s)")
+                   help="tracking backends, comma-separated: csv, wandb, tensorboard, mlflow, none (default: "
+                        "%(default)s)")
     g = p.add_argument_group("Weights & Biases (--logger wandb)")
     g.add_argument("--wandb-project", default="MLOps Basics", help="(default: %(default)s)")
     g.add_argument("--wandb-entity", default=None, help="team or user (default: your default entity)")
@@ -104,11 +105,15 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
                    default=("wandb", "sklearn", "seaborn"),
                    help="the post's three confusion-matrix charts in W&B: wandb (`conf`, wandb.plot), sklearn "
                         "(`cm`, wandb's scikit-learn plot), seaborn (`Confusion Matrix` heatmap image); default: all")
+    g = p.add_argument_group("MLflow (--logger mlflow)", "the store is $MLFLOW_TRACKING_URI (such as "
+                             "http://127.0.0.1:5000), else <output-dir>/mlflow.db")
+    g.add_argument("--mlflow-experiment", default="MLOps Basics", help="experiment name (default: %(default)s)")
 
 
 def logger_options(args, run_name: str) -> dict:
     return {"project": args.wandb_project, "entity": args.wandb_entity, "mode": args.wandb_mode,
-            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix}
+            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix,
+            "mlflow_experiment": args.mlflow_experiment}
 
 
 def git_commit() -> str | None:

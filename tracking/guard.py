@@ -21,6 +21,7 @@ class GuardedLogger(ForwardingLogger):
     def __init__(self, backend: ExperimentLogger, timeout: float = 60.0) -> None:
         self.backend, self.name, self.timeout = backend, backend.name, timeout
         self.failure: str | None = None
+        self.closed = False  # finalized: the worker has been told to stop, so a second finalize does nothing
         self.lost_calls = 0
         self._queue: queue.Queue = queue.Queue()
         self._busy: tuple[str, float] | None = None  # (method, start time) of the call under way
@@ -87,6 +88,9 @@ class GuardedLogger(ForwardingLogger):
         self.flush()
 
     def finalize(self, status="success"):
+        if self.closed:
+            return
+        self.closed = True
         if self.failure is None:
             self._forward("finalize", status)
             self.flush()
