@@ -38,9 +38,10 @@ def test_csv_files_hold_what_scikit_learn_computes(tmp_path):
         assert rows["auc"].iloc[0] == pytest.approx(roc_auc_score(positive, PROBS[:, index]))
         precision, recall, _ = precision_recall_curve(positive, PROBS[:, index])
         rows = pr[pr["class"] == name]
-        assert rows["precision"].tolist() == pytest.approx(precision) and rows["recall"].tolist() == pytest.approx(recall)
+        assert rows["precision"].tolist() == pytest.approx(precision)
+        assert rows["recall"].tolist() == pytest.approx(recall)
         assert rows["average_precision"].iloc[0] == pytest.approx(average_precision_score(positive, PROBS[:, index]))
-    assert roc[roc["class"] == "acceptable"]["auc"].iloc[0] == pytest.approx(12 / 15)  # 12 of the 15 (positive, negative) pairs ranked right
+    assert roc[roc["class"] == "acceptable"]["auc"].iloc[0] == pytest.approx(12 / 15)  # 12 of 15 pairs ranked right
 
     with Image.open(tmp_path / "plots" / "Confusion_Matrix-step12.png") as image:
         assert image.size == (1000, 500)  # 10 x 5 inches at 100 dpi, as the seed's figure

@@ -1,19 +1,16 @@
-"""The MLflow backend (`pip install -e ".[mlflow]"`): one MLflow run per run folder.
+"""The MLflow backend (`pip install -e ".[mlflow]"`): one MLflow run per run folder, in $MLFLOW_TRACKING_URI (such as
+a `mlflow server`) or else a SQLite store beside the run folders, `<output-dir>/mlflow.db` (files in `mlartifacts/`).
 
-- Store: $MLFLOW_TRACKING_URI when set (such as a `mlflow server`), else a SQLite store beside the run folders,
-  `<output-dir>/mlflow.db`, with artifacts in `<output-dir>/mlartifacts/`. The experiment is `experiment`.
-- Metrics at the trainer's global step; hyperparameters as `a.b` keys, values cut to MLflow's length limit with a
-  note; tables and images as artifacts named as in the run folder (`tables/<key>-step<N>.csv`,
-  `plots/<key>-step<N>.png`); the summary as the run's last metrics (numbers) and tags (the rest); tags for the run
-  folder and, from a `git_commit` hyperparameter, `mlflow.source.git.commit`.
-- Resume: the run id is kept in `<run_dir>/mlflow/run-id`, so a resumed run continues the same MLflow run. The values
-  an interrupted process logged after its last checkpoint are logged again by the resumed one; MLflow cannot delete
-  them, so the repeats are skipped (values are counted per metric), and no step is doubled or missing.
-- Never in the way: the run is opened by the first call, on the failure guard's worker thread, and MLflow's HTTP
-  retries are cut to seconds (unless set in the environment), well within the guard's time-out.
+Metrics at the global step; hyperparameters as `a.b` parameters, cut to MLflow's length limit with a note; tables and
+images as artifacts named as in the run folder (`tables/<key>-step<N>.csv`, `plots/<key>-step<N>.png`); the summary as
+metrics (numbers) and tags; tags for the run folder and the git commit. The run id is kept in `<run_dir>/mlflow/run-id`
+so a resumed run continues it; what the interrupted process logged after its checkpoint stays, and the repeats are
+skipped (values are counted per metric). The run is opened by the first call, on the guard's worker thread, and
+MLflow's HTTP retries are cut to seconds, so a server that is down is given up within the guard's time-out.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import numbers
 import os
@@ -43,8 +40,8 @@ class MlflowLogger(ExperimentLogger):
     name = "mlflow"
 
     def __init__(self, run_dir: str, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None) -> None:
-        import mlflow  # noqa: F401  (a missing package stops this backend at start, not at its first call)
-
+        if importlib.util.find_spec("mlflow") is None:  # stop at start, not at the first call; import it there
+            raise ModuleNotFoundError("No module named 'mlflow': pip install -e '.[mlflow]'")
         for var, value in HTTP_ENV.items():
             os.environ.setdefault(var, value)
         self.run_dir, self.experiment_name, self.run_name = run_dir, experiment, run_name
@@ -70,7 +67,8 @@ class MlflowLogger(ExperimentLogger):
             run_id = Path(self._id_file).read_text().strip() if os.path.isfile(self._id_file) else None
             if run_id:  # a resumed run folder: everything in the store counts as logged until load_state_dict
                 client.update_run(run_id, status="RUNNING")
-                self._stored = {k: len(client.get_metric_history(run_id, k)) for k in client.get_run(run_id).data.metrics}
+                metrics = client.get_run(run_id).data.metrics
+                self._stored = {k: len(client.get_metric_history(run_id, k)) for k in metrics}
             else:
                 found = client.get_experiment_by_name(self.experiment_name)
                 experiment_id = found.experiment_id if found else client.create_experiment(
@@ -89,13 +87,12 @@ class MlflowLogger(ExperimentLogger):
         run_id, params = self._open(), flatten(scrub(dict(params)))
         existing = self.client.get_run(run_id).data.params  # MLflow keeps a parameter's first value for good
         new = {}
-        for key, value in ((_key(k), str(v)) for k, v in params.items()):
+        for key, value in ((_key(k), str(v)) for k, v in params.items() if _key(k) not in existing):
             if len(value) > MAX_PARAM_VAL_LENGTH:
                 log.warning("mlflow: hyperparameter %s has %d characters; logged cut to %d", key, len(value),
                             MAX_PARAM_VAL_LENGTH)
                 value = value[: MAX_PARAM_VAL_LENGTH - len(TRUNCATED)] + TRUNCATED
-            if key not in existing:
-                new[key] = Param(key, value)
+            new[key] = Param(key, value)
         batch = list(new.values())
         for start in range(0, len(batch), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=batch[start: start + MAX_PARAMS_TAGS_PER_BATCH])
@@ -120,10 +117,13 @@ class MlflowLogger(ExperimentLogger):
 
     def load_state_dict(self, state: dict) -> None:
         self._open()
+        if "counts" not in state:  # this backend was not logging at the checkpoint: log everything from here on
+            self._stored = {}
         self._counts = dict(state.get("counts", {}))
 
     def log_table(self, key: str, dataframe, step: int) -> None:
-        self.client.log_text(self._open(), dataframe.to_csv(index=False), f"tables/{safe_name(key)}-step{int(step)}.csv")
+        run_id = self._open()
+        self.client.log_text(run_id, dataframe.to_csv(index=False), f"tables/{safe_name(key)}-step{int(step)}.csv")
 
     def log_image(self, key: str, image, step: int) -> None:
         run_id, path = self._open(), f"plots/{safe_name(key)}-step{int(step)}.png"
