@@ -121,7 +121,8 @@ def test_multi_logger_forwards_every_call_to_every_backend(tmp_path):
 
 def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
     assert parse_logger_names("csv, none,csv") == ["csv", "none"]
-    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, mlflow, none, tensorboard, wandb"):
+    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, mlflow, none, tensorboard, "
+                                         "wandb"):
         parse_logger_names("csv,tensorbord")
     assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True).backend, CSVLogger)
     assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)

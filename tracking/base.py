@@ -25,7 +25,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def safe_name(key: str) -> str:
-    """A metric key as a file-name stem: `valid/Confusion Matrix` -> `valid-Confusion_Matrix`."""
+    """A key as a file-name stem: `valid/My Chart` -> `valid-My_Chart`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key.replace("/", "-")).strip("_") or "unnamed"
 
 
