@@ -150,10 +150,9 @@ class ColaModel(TrainerModule):
                                                          "recall": recall, "f1": f1, "support": support}),
                               step=self.global_step)
         probs = logits.softmax(-1).numpy()
-        self.logger.log_confusion_matrix("Confusion Matrix", labels.tolist(), preds.tolist(), self.label_names,
-                                         step=self.global_step, probs=probs)
-        self.logger.log_roc_curve("roc", labels.tolist(), probs, self.label_names, step=self.global_step)
-        self.logger.log_pr_curve("pr", labels.tolist(), probs, self.label_names, step=self.global_step)
+        from models.charts import log_classification_charts
+
+        log_classification_charts(self.logger, labels.numpy(), probs, self.label_names, step=self.global_step)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup

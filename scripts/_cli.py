@@ -82,9 +82,10 @@ def comma_list(choices):
 
 
 def add_logger_args(p: argparse.ArgumentParser) -> None:
-    """--logger and the W&B backend's options, shared by train.py and evaluate.py."""
+    """--logger and the W&B and MLflow backends' options, shared by train.py and evaluate.py."""
     p.add_argument("--logger", type=logger_spec, default="csv",
-                   help="tracking backends, comma-separated: csv, wandb, tensorboard, none (default: %(default)s)")
+                   help="trackers on top of the local files every run writes, comma-separated: wandb, tensorboard, "
+                        "mlflow, csv, none (default: %(default)s)")
     p.add_argument("--logger-timeout", type=positive_float, default=60.0,
                    help="seconds a tracker may take over one call before it is switched off for the rest of the "
                         "run; training never waits longer (default: %(default)s)")
@@ -99,12 +100,15 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
                    default=("wandb", "sklearn", "seaborn"),
                    help="the post's three confusion-matrix charts in W&B: wandb (`conf`, wandb.plot), sklearn "
                         "(`cm`, wandb's scikit-learn plot), seaborn (`Confusion Matrix` heatmap image); default: all")
+    g = p.add_argument_group("MLflow (--logger mlflow)", "the store is $MLFLOW_TRACKING_URI (such as "
+                             "http://127.0.0.1:5000), else <output-dir>/mlflow.db")
+    g.add_argument("--mlflow-experiment", default="MLOps Basics", help="experiment name (default: %(default)s)")
 
 
 def logger_options(args, run_name: str) -> dict:
     return {"project": args.wandb_project, "entity": args.wandb_entity, "mode": args.wandb_mode,
             "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix,
-            "timeout": args.logger_timeout}
+            "mlflow_experiment": args.mlflow_experiment, "timeout": args.logger_timeout}
 
 
 def git_commit() -> str | None:

@@ -45,6 +45,7 @@ def _isolate(patch, home) -> None:
         patch.setenv(var, str(home / var.lower()))
     patch.setenv("HF_HUB_OFFLINE", "1")
     patch.setenv("WANDB_MODE", "offline")
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow tests choose their store (a local server or SQLite)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -97,7 +97,7 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, model_dir):
     (["--batch-size", "0"], "--batch-size: expected a positive integer, got '0'"),
     (["--lr", "-1"], "--lr: expected a positive number"),
     (["--max-epochs", "zero"], "--max-epochs: expected a positive integer"),
-    (["--logger", "csv,mlflow"], "unknown logger mlflow"),
+    (["--logger", "csv,neptune"], "unknown logger neptune"),
     (["--num-workers", "-1"], "--num-workers: expected an integer >= 0, got '-1'"),
     (["--model", "./no/such/folder"], "model folder './no/such/folder' does not exist"),
 ])

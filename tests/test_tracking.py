@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from sklearn.metrics import confusion_matrix
+from matplotlib.figure import Figure
 
 from tracking import CSVLogger, ExperimentLogger, MultiLogger, NoOpLogger, build_logger, parse_logger_names
 from tracking.guard import GuardedLogger
+from tracking.mlflow_logger import MlflowLogger
 from tracking.tensorboard_logger import TensorBoardLogger
 from tracking.wandb_logger import WandbLogger
 
@@ -54,27 +55,14 @@ def test_csv_hparams_tables_plots_and_artifacts(tmp_path):
     logger.log_table("examples", table, step=12)
     pd.testing.assert_frame_equal(pd.read_csv(run / "tables" / "examples-step12.csv"), table)
 
-    y_true, y_pred = [0, 0, 1, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0, 1]
-    logger.log_confusion_matrix("valid/Confusion Matrix", y_true, y_pred, ["unacceptable", "acceptable"], step=12)
-    counts = pd.read_csv(run / "tables" / "valid-Confusion_Matrix-step12.csv", index_col=0)
-    assert counts.values.tolist() == confusion_matrix(y_true, y_pred).tolist()
-    assert list(counts.columns) == ["unacceptable", "acceptable"]
-    with Image.open(run / "plots" / "valid-Confusion_Matrix-step12.png") as image:
-        assert image.size == (1000, 500)  # 10 x 5 inches at 100 dpi, as the seed's figure
-
     logger.log_image("random", (np.arange(48, dtype=np.uint8).reshape(4, 4, 3)), step=3)
     with Image.open(run / "plots" / "random-step3.png") as image:
         assert np.array_equal(np.asarray(image), np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
-
-    y, probs = [0, 0, 1, 1], np.array([[0.9, 0.1], [0.4, 0.6], [0.65, 0.35], [0.2, 0.8]])
-    logger.log_roc_curve("roc", y, probs, ["unacceptable", "acceptable"], step=12)
-    roc = pd.read_csv(run / "tables" / "roc-step12.csv")
-    from sklearn.metrics import roc_auc_score, roc_curve
-    fpr, tpr, _ = roc_curve(y, probs[:, 1])
-    positive = roc[roc["class"] == "acceptable"]
-    assert positive["fpr"].tolist() == fpr.tolist() and positive["tpr"].tolist() == tpr.tolist()
-    assert positive["auc"].iloc[0] == pytest.approx(roc_auc_score(y, probs[:, 1])) == pytest.approx(0.75)
-    assert (run / "plots" / "roc-step12.png").exists()
+    figure = Figure(figsize=(4, 3))
+    figure.subplots().plot([0, 1], [1, 0])
+    logger.log_image("valid/curve", figure, step=12)
+    with Image.open(run / "plots" / "valid-curve-step12.png") as image:
+        assert image.size == (400, 300)  # 4 x 3 inches at 100 dpi
     logger.log_summary({"best/valid/mcc": 0.5, "best/valid/mcc_step": 12})
     assert yaml.safe_load((run / "summary.yaml").read_text()) == {"best/valid/mcc": 0.5, "best/valid/mcc_step": 12}
 
@@ -94,11 +82,11 @@ def _interface_methods():
             if getattr(fn, "__isabstractmethod__", False)]
 
 
-@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger, GuardedLogger, TensorBoardLogger])
+@pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger, GuardedLogger, TensorBoardLogger,
+                                 MlflowLogger])
 def test_every_backend_implements_the_whole_interface(cls):
-    assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image",
-                                         "log_confusion_matrix", "log_roc_curve", "log_pr_curve", "log_summary", "log_artifact",
-                                         "finalize"}
+    assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image", "log_summary",
+                                         "log_artifact", "finalize"}
     assert not cls.__abstractmethods__
 
 
@@ -109,10 +97,10 @@ def test_noop_logger_accepts_every_call_and_writes_nothing(tmp_path, monkeypatch
     logger.log_metrics({"a": 1.0}, step=1)
     logger.log_table("t", pd.DataFrame({"a": [1]}), step=1)
     logger.log_image("i", np.zeros((2, 2, 3), np.uint8), step=1)
-    logger.log_confusion_matrix("cm", [0, 1], [1, 1], ["a", "b"], step=1, probs=np.eye(2))
-    logger.log_roc_curve("roc", [0, 1], np.eye(2), ["a", "b"], step=1)
     logger.log_summary({"best/x": 1.0})
     logger.log_artifact(str(tmp_path), "x")
+    assert logger.backends() == []
+    logger.call("log_roc_curve", "roc", [0, 1], np.eye(2), ["a", "b"], step=1)  # a backend-only method: ignored
     logger.finalize("failed")
     # the raw experiment swallows anything a vendor object would be asked (Lightning's _DummyExperiment)
     assert logger.experiment.log({"a": 1}).define_metric("*", step_metric="x")["k"].finish() is logger.experiment
@@ -133,7 +121,8 @@ def test_multi_logger_forwards_every_call_to_every_backend(tmp_path):
 
 def test_factory_gates_on_the_main_process_and_parses_names(tmp_path):
     assert parse_logger_names("csv, none,csv") == ["csv", "none"]
-    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, none, tensorboard, wandb"):
+    with pytest.raises(ValueError, match="unknown logger tensorbord: choose from csv, mlflow, none, tensorboard, "
+                                         "wandb"):
         parse_logger_names("csv,tensorbord")
     assert isinstance(build_logger("csv", str(tmp_path / "r"), is_main_process=True).backend, CSVLogger)
     assert isinstance(build_logger("csv", str(tmp_path / "r2"), is_main_process=False), NoOpLogger)
@@ -231,11 +220,12 @@ def test_guarded_calls_run_in_order_off_the_calling_thread(tmp_path):
 
 
 @pytest.mark.parametrize("method, error", [
-    ("log_confusion_matrix", ValueError("seaborn could not draw the heatmap")),  # a plot that fails
+    ("log_image", ValueError("seaborn could not draw the heatmap")),             # a plot that fails
     ("log_table", PermissionError(13, "Permission denied")),                     # a read-only run folder
     ("log_hyperparams", OSError(28, "No space left on device")),                 # a full disk at start
 ])
 def test_each_injected_fault_costs_only_that_backend(tmp_path, caplog, method, error):
+    from models.charts import log_classification_charts
     from tracking.guard import GuardedLogger
 
     class Faulty(CSVLogger):
@@ -251,11 +241,13 @@ def test_each_injected_fault_costs_only_that_backend(tmp_path, caplog, method, e
     both.log_hyperparams({"lr": 0.1})
     both.log_metrics({"x": 1.0}, step=1)
     both.log_table("examples", pd.DataFrame({"a": [1]}), step=1)
-    both.log_confusion_matrix("cm", [0, 1], [1, 1], ["a", "b"], step=1)
+    log_classification_charts(both, [0, 1], np.array([[0.4, 0.6], [0.3, 0.7]]), ["a", "b"], step=1)
     both.log_metrics({"x": 2.0}, step=2)
     both.finalize()
+    both.finalize()  # twice is harmless
     assert pd.read_csv(tmp_path / "b" / "metrics.csv")["x"].tolist() == [1.0, 2.0]
-    assert (tmp_path / "b" / "tables" / "cm-step1.csv").exists()
+    assert (tmp_path / "b" / "tables" / "Confusion_Matrix-step1.csv").exists()
+    assert (tmp_path / "b" / "plots" / "pr-step1.png").exists()
     assert broken.failure.startswith(f"{method}: {type(error).__name__}")
     assert [r.message for r in caplog.records if "failed in" in r.message] == [
         f"tracking: the faulty logger failed in {broken.failure}; it is off for the rest of the run, training goes on"]

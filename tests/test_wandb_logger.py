@@ -66,7 +66,7 @@ def test_every_seed_scalar_equals_the_csv_row_of_the_same_step(wandb_run):
     logged = {k.split(".")[0] for row in rows for k in row}  # media rows arrive flattened: "examples.path"
     assert SEED_SCALARS <= logged
     # wandb.plot custom charts are stored as "<key>_table" plus a chart spec
-    assert {"conf_table", "cm", "Confusion Matrix", "roc_table", "examples"} <= logged
+    assert {"conf_table", "cm", "Confusion Matrix", "roc_table", "pr_table", "examples"} <= logged
 
     from_wandb = {(row["trainer/global_step"], k): v for row in rows for k, v in row.items()
                   if k in SEED_SCALARS or k == "epoch"}
@@ -227,3 +227,27 @@ def test_interrupted_run_is_finished_as_failed(tmp_path, monkeypatch):
     summary = wandb_summary(offline_run(tmp_path / "run"))
     assert str(summary["exit_code"]) == "1" and summary["state"] != "finished"
     assert [row["trainer/global_step"] for row in history(wandb_records(offline_run(tmp_path / "run")))] == [1, 2]
+
+
+def test_confusion_matrix_flag_picks_the_charts_and_no_key_holds_two_kinds(tmp_path):
+    """--confusion-matrix sklearn,seaborn: `cm` and the heatmap image, no `conf`; W&B draws its own ROC and PR
+    charts, and no table of points or figure is logged under the same keys."""
+    import numpy as np
+
+    from models.charts import log_classification_charts
+    from tracking import build_logger
+
+    logger = build_logger("wandb", str(tmp_path / "run"), mode="offline", confusion_matrix=("sklearn", "seaborn"))
+    y, probs = [0, 1, 1, 0, 1], np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6], [0.1, 0.9]])
+    log_classification_charts(logger, y, probs, ["unacceptable", "acceptable"], step=5)
+    logger.finalize()
+    assert logger.failure is None
+    rows = history(wandb_records(offline_run(tmp_path / "run")))
+    assert [r["trainer/global_step"] for r in rows] == [5, 5, 5]  # confusion matrices, ROC, PR
+    kinds: dict[str, set] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.endswith("._type"):
+                kinds.setdefault(key[: -len("._type")], set()).add(value)
+    assert kinds == {"Confusion Matrix": {"image-file"}, "cm": {"table-file"}, "roc_table": {"table-file"},
+                     "pr_table": {"table-file"}}  # no `conf`, and one kind per key

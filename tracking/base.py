@@ -1,8 +1,9 @@
 """The logger interface every tracking backend implements, and the no-op backend.
 
-`tracking` knows nothing of training, models or data: it receives numbers, tables (pandas DataFrames), images,
-confusion matrices and files, each at an explicit global step, and writes them somewhere. Rank logic lives in
-`tracking.factory`; a backend never asks which process it runs on.
+`tracking` knows nothing of training, models or data: it receives numbers, tables (pandas DataFrames), images or
+figures and files, each at an explicit global step, and writes them somewhere. Charts (a confusion matrix, ROC
+curves) are built above it, as tables and figures; a backend with charts of its own (W&B) is reached through
+`backends()` and `call()`. Rank logic lives in `tracking.factory`; a backend never asks which process it runs on.
 """
 from __future__ import annotations
 
@@ -11,8 +12,20 @@ from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
 
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameters as `a.b` keys; values other than bool, int, float and str as strings."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
 def safe_name(key: str) -> str:
-    """A metric key as a file-name stem: `valid/Confusion Matrix` -> `valid-Confusion_Matrix`."""
+    """A key as a file-name stem: `valid/My Chart` -> `valid-My_Chart`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key.replace("/", "-")).strip("_") or "unnamed"
 
 
@@ -41,6 +54,16 @@ class ExperimentLogger(ABC):
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state_dict()` taken in an earlier, interrupted process."""
 
+    def backends(self) -> list["ExperimentLogger"]:
+        """The backends behind this logger, each as it must be called (through its failure guard): `[self]` for one
+        backend, every member of a fan-out, none for the no-op logger. Each has the `name` of its backend."""
+        return [self]
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Run a method that only this backend has (W&B's native charts) the way its interface methods run: for a
+        guarded backend, queued to its worker thread and bounded by the guard's time-out."""
+        getattr(self, method)(*args, **kwargs)
+
     @abstractmethod
     def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
 
@@ -53,27 +76,8 @@ class ExperimentLogger(ABC):
 
     @abstractmethod
     def log_image(self, key: str, image, step: int) -> None:
-        """`image` is a matplotlib Figure, a PIL image or an HxW(xC) uint8 numpy array."""
-
-    @abstractmethod
-    def log_confusion_matrix(
-        self,
-        key: str,
-        y_true: Sequence[int],
-        y_pred: Sequence[int],
-        class_names: Sequence[str],
-        step: int,
-        probs=None,
-    ) -> None:
-        """Labels and predictions as class indices; `probs` (N x classes) for backends that plot from scores."""
-
-    @abstractmethod
-    def log_roc_curve(self, key: str, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
-        """One-vs-rest ROC curve per class from labels and an N x classes array of probabilities."""
-
-    @abstractmethod
-    def log_pr_curve(self, key: str, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
-        """One-vs-rest precision-recall curve per class, from the same inputs as `log_roc_curve`."""
+        """`image` is a matplotlib Figure, a PIL image or an HxW(xC) uint8 numpy array. A Figure is drawn by the
+        backend, on its own thread: give each backend a Figure of its own."""
 
     @abstractmethod
     def log_summary(self, values: Mapping[str, Any]) -> None:
@@ -128,15 +132,6 @@ class NoOpLogger(ExperimentLogger):
     def log_image(self, key, image, step):
         pass
 
-    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
-        pass
-
-    def log_roc_curve(self, key, y_true, probs, class_names, step):
-        pass
-
-    def log_pr_curve(self, key, y_true, probs, class_names, step):
-        pass
-
     def log_summary(self, values):
         pass
 
@@ -144,6 +139,12 @@ class NoOpLogger(ExperimentLogger):
         pass
 
     def finalize(self, status="success"):
+        pass
+
+    def backends(self) -> list[ExperimentLogger]:
+        return []
+
+    def call(self, method, *args, **kwargs):
         pass
 
 
@@ -166,15 +167,6 @@ class ForwardingLogger(ExperimentLogger):
     def log_image(self, key, image, step):
         self._forward("log_image", key, image, step)
 
-    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None):
-        self._forward("log_confusion_matrix", key, y_true, y_pred, class_names, step, probs=probs)
-
-    def log_roc_curve(self, key, y_true, probs, class_names, step):
-        self._forward("log_roc_curve", key, y_true, probs, class_names, step)
-
-    def log_pr_curve(self, key, y_true, probs, class_names, step):
-        self._forward("log_pr_curve", key, y_true, probs, class_names, step)
-
     def log_summary(self, values):
         self._forward("log_summary", values)
 
@@ -183,3 +175,6 @@ class ForwardingLogger(ExperimentLogger):
 
     def finalize(self, status="success"):
         self._forward("finalize", status)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._forward(method, *args, **kwargs)

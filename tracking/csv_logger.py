@@ -3,7 +3,7 @@
     <run_dir>/hparams.yaml
     <run_dir>/metrics.csv                 epoch, step, one column per metric (Lightning's CSVLogger layout)
     <run_dir>/tables/<key>-step<N>.csv
-    <run_dir>/plots/<key>-step<N>.png      confusion matrix heatmaps, ROC curves, other images
+    <run_dir>/plots/<key>-step<N>.png      figures and other images
     <run_dir>/summary.yaml                best scores of the run and their steps
     <run_dir>/artifacts.csv               files kept with the run (checkpoints live in checkpoints/)
 
@@ -21,8 +21,7 @@ import yaml
 
 from tracking.base import ExperimentLogger, safe_name
 from tracking.secrets import scrub
-from tracking.plots import (confusion_matrix_figure, confusion_matrix_frame, curve_figure, image_to_pil,
-                            pr_curve_frame, roc_curve_frame)
+from tracking.plots import image_to_pil
 
 FIXED_COLUMNS = ("epoch", "step")
 
@@ -143,23 +142,6 @@ class CSVLogger(ExperimentLogger):
             _replace_atomically(path, lambda tmp: image.savefig(tmp, format="png"))
         else:
             _replace_atomically(path, lambda tmp: image_to_pil(image).save(tmp, format="png"))
-
-    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None) -> None:
-        frame = confusion_matrix_frame(y_true, y_pred, class_names)
-        path = self._path("tables", key, step, ".csv")
-        _replace_atomically(path, lambda tmp: frame.to_csv(tmp))
-        self.log_image(key, confusion_matrix_figure(frame), step)
-
-    def log_roc_curve(self, key, y_true, probs, class_names, step) -> None:
-        frame = roc_curve_frame(y_true, probs, class_names)
-        self.log_table(key, frame, step)
-        self.log_image(key, curve_figure(frame, "fpr", "tpr", "auc", "AUC", "ROC curve", diagonal=True), step)
-
-    def log_pr_curve(self, key, y_true, probs, class_names, step) -> None:
-        frame = pr_curve_frame(y_true, probs, class_names)
-        self.log_table(key, frame, step)
-        self.log_image(key, curve_figure(frame, "recall", "precision", "average_precision", "AP",
-                                         "Precision-recall curve"), step)
 
     def log_summary(self, values) -> None:
         self._summary.update(_plain(dict(values)))

@@ -34,8 +34,15 @@ def _tensorboard(run_dir: str, **_options) -> ExperimentLogger:
     return TensorBoardLogger(run_dir)
 
 
-BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "none": _none, "tensorboard": _tensorboard,
-                                                        "wandb": _wandb}
+def _mlflow(run_dir: str, **options) -> ExperimentLogger:
+    from tracking.mlflow_logger import MlflowLogger  # mlflow is imported only when asked for
+
+    named = {"mlflow_experiment": "experiment", "run_name": "run_name"}
+    return MlflowLogger(run_dir, **{named[k]: v for k, v in options.items() if k in named and v is not None})
+
+
+BACKENDS: dict[str, Callable[..., ExperimentLogger]] = {"csv": _csv, "mlflow": _mlflow, "none": _none,
+                                                        "tensorboard": _tensorboard, "wandb": _wandb}
 
 
 def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
@@ -53,7 +60,8 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
 def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, timeout: float = 60.0,
                  **options) -> ExperimentLogger:
     """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, tags,
-    confusion_matrix). `timeout`: seconds a backend may take over one call before it is switched off."""
+    confusion_matrix; the MLflow backend: mlflow_experiment, run_name). `timeout`: seconds a backend may take over
+    one call before it is switched off."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()

@@ -21,8 +21,8 @@ class GuardedLogger(ForwardingLogger):
     def __init__(self, backend: ExperimentLogger, timeout: float = 60.0) -> None:
         self.backend, self.name, self.timeout = backend, backend.name, timeout
         self.failure: str | None = None
+        self.closed = False  # finalized: the worker has been told to stop, so a second finalize does nothing
         self.lost_calls = 0
-        self._closed = False
         self._queue: queue.Queue = queue.Queue()
         self._busy: tuple[str, float] | None = None  # (method, start time) of the call under way
         self._worker = threading.Thread(target=self._work, name=f"logger-{self.name}", daemon=True)
@@ -68,7 +68,7 @@ class GuardedLogger(ForwardingLogger):
 
     def _forward(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._check_hang()
-        if self.failure is not None or self._closed:
+        if self.failure is not None or self.closed:
             self.lost_calls += 1
             return
         self._queue.put((method, args, kwargs))
@@ -94,12 +94,12 @@ class GuardedLogger(ForwardingLogger):
 
     def finalize(self, status="success"):
         """Finish the backend and end its thread; a second call does nothing."""
-        if self._closed:
+        if self.closed:
             return
         if self.failure is None:
             self._forward("finalize", status)
             self.flush()
-        self._closed = True
+        self.closed = True
         self._queue.put(None)
         if self.failure is not None:
             log.warning("tracking: the %s logger was switched off after %s; %d logging calls were lost",

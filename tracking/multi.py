@@ -24,6 +24,13 @@ class MultiLogger(ForwardingLogger):
         for logger in self.loggers:
             getattr(logger, method)(*args, **kwargs)
 
+    def backends(self) -> list[ExperimentLogger]:
+        return [backend for logger in self.loggers for backend in logger.backends()]
+
+    def call(self, method: str, *args, **kwargs) -> None:
+        for logger in self.loggers:
+            logger.call(method, *args, **kwargs)
+
     def state_dict(self) -> dict:
         return {"loggers": [logger.state_dict() for logger in self.loggers]}
 

@@ -1,7 +1,9 @@
-"""The TensorBoard backend (`pip install -e ".[tensorboard]"`): scalars under the same names as metrics.csv,
-images for the confusion matrix and ROC curve, TensorBoard's own precision-recall curve, tables as text, and the
-hyperparameters in the HParams view. Event files go to `<run_dir>/tensorboard/`; `tensorboard --logdir runs/`
-shows every run."""
+"""The TensorBoard backend (`pip install -e ".[tensorboard]"`): scalars under the same names as metrics.csv, images
+and figures, tables as text, and the hyperparameters in the HParams view. Event files go to `<run_dir>/tensorboard/`;
+`tensorboard --logdir runs/` shows every run.
+
+The HParams view lists, next to the hyperparameters, every scalar the run logs: only the session's hyperparameters
+are written, and TensorBoard then takes the metric columns from the run's scalars (no metric is named here)."""
 from __future__ import annotations
 
 import os
@@ -9,25 +11,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from tracking.base import ExperimentLogger
-from tracking.plots import confusion_matrix_figure, confusion_matrix_frame, curve_figure, image_to_pil, roc_curve_frame
+from tracking.base import ExperimentLogger, flatten
+from tracking.plots import image_to_pil
 from tracking.secrets import scrub
-
-HPARAM_METRICS = ("valid/mcc", "valid/acc", "valid/loss_epoch")
-
-
-def _flat(params: dict, prefix: str = "") -> dict:
-    """Nested hyperparameters as `a.b` keys with the scalar types the HParams plugin accepts."""
-    flat = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 class TensorBoardLogger(ExperimentLogger):
@@ -50,10 +36,10 @@ class TensorBoardLogger(ExperimentLogger):
     def log_hyperparams(self, params) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        # Declares which scalar tags the HParams view shows next to the hyperparameters (as Lightning does).
-        experiment, start, end = hparams(_flat(scrub(dict(params))), {m: 0.0 for m in HPARAM_METRICS})
-        for summary in (experiment, start, end):
-            self.writer.file_writer.add_summary(summary)
+        # The session's hyperparameters only: with no experiment summary declaring metrics, the HParams view shows
+        # every scalar tag of the run as a metric.
+        _, session_start, _ = hparams(flatten(scrub(dict(params))), {})
+        self.writer.file_writer.add_summary(session_start)
 
     def log_metrics(self, metrics, step: int) -> None:
         for key, value in metrics.items():
@@ -66,20 +52,6 @@ class TensorBoardLogger(ExperimentLogger):
     def log_image(self, key: str, image, step: int) -> None:
         pixels = np.asarray(image_to_pil(image).convert("RGB"))
         self.writer.add_image(key, pixels, int(step), dataformats="HWC")
-
-    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None) -> None:
-        frame = confusion_matrix_frame(y_true, y_pred, class_names)
-        self.log_image(key, confusion_matrix_figure(frame), step)
-        self.writer.add_text(key, frame.reset_index().to_markdown(index=False), int(step))
-
-    def log_roc_curve(self, key, y_true, probs, class_names, step) -> None:
-        frame = roc_curve_frame(y_true, probs, class_names)
-        self.log_image(key, curve_figure(frame, "fpr", "tpr", "auc", "AUC", "ROC curve", diagonal=True), step)
-
-    def log_pr_curve(self, key, y_true, probs, class_names, step) -> None:
-        y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
-        for index, name in enumerate(class_names):
-            self.writer.add_pr_curve(f"{key}/{name}", y_true == index, probs[:, index], int(step))
 
     def log_summary(self, values) -> None:
         rows = pd.DataFrame({"name": list(values), "value": [str(v) for v in values.values()]})

@@ -5,8 +5,9 @@
   seconds, falls back to offline with a warning instead of prompting for a key or waiting out `init_timeout`.
 - x-axis: every row carries `trainer/global_step`, declared with `define_metric`; `step=` is never passed to
   `run.log` (W&B silently drops a row whose step is lower than the last one).
-- Confusion matrix by the seed's three methods (`conf`: wandb.plot, `cm`: wandb's scikit-learn integration,
-  `Confusion Matrix`: a seaborn heatmap image), and `roc` from `wandb.plot.roc_curve`.
+- Beyond the interface, W&B's own charts: the confusion matrix by the seed's three methods (`conf`: wandb.plot, `cm`:
+  wandb's scikit-learn integration, and a heatmap figure drawn by the caller, as an image), `wandb.plot.roc_curve`
+  and `wandb.plot.pr_curve`; the caller reaches them with `logger.backends()` and `call()`.
 - `finalize` calls `run.finish()` bounded by `finish_timeout`; a failed or interrupted run finishes with exit code 1.
 """
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 from tracking.base import ExperimentLogger
-from tracking.plots import confusion_matrix_figure, confusion_matrix_frame, image_to_pil
+from tracking.plots import image_to_pil
 from tracking.secrets import scrub
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "MLOps Basics"
 STEP_METRIC = "trainer/global_step"
-CONFUSION_METHODS = {"wandb": "conf", "sklearn": "cm", "seaborn": "Confusion Matrix"}
+CONFUSION_METHODS = {"wandb": "conf", "sklearn": "cm", "seaborn": "heatmap"}
 MODES = ("online", "offline", "disabled")
 
 
@@ -155,7 +156,10 @@ class WandbLogger(ExperimentLogger):
     def log_image(self, key: str, image, step: int) -> None:
         self._log({key: self._wandb.Image(image_to_pil(image))}, step)
 
-    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None) -> None:
+    # W&B's own charts, beyond the ExperimentLogger interface: reached with `logger.backends()` and `call()`
+    # (models/charts.py), so they run on this backend's worker thread like every other call.
+    def log_confusion_matrix(self, key, y_true, y_pred, class_names, step, probs=None, heatmap=None) -> None:
+        """The confusion-matrix charts chosen by `confusion_matrix`: `conf`, `cm` and `heatmap` (a Figure) as `key`."""
         wandb = self._wandb
         y_true, y_pred, names = [int(v) for v in y_true], [int(v) for v in y_pred], list(class_names)
         charts = {}
@@ -168,9 +172,8 @@ class WandbLogger(ExperimentLogger):
             from wandb.integration.sklearn import calculate
 
             charts["cm"] = calculate.confusion_matrix(y_true, y_pred, names, None, None, False)
-        if "Confusion Matrix" in self.confusion_methods:
-            figure = confusion_matrix_figure(confusion_matrix_frame(y_true, y_pred, names))
-            charts[key] = wandb.Image(image_to_pil(figure))
+        if "heatmap" in self.confusion_methods and heatmap is not None:
+            charts[key] = wandb.Image(image_to_pil(heatmap))
         if charts:
             self._log(charts, step)
 

@@ -1,0 +1,116 @@
+"""The charts of a classifier's validation, built once above the trackers: the confusion matrix (a counts table and
+the seed's seaborn heatmap), ROC and precision-recall curves (tables of points and figures).
+
+Every backend gets them through the generic `log_table` and `log_image`, under the keys `Confusion Matrix`, `roc`
+and `pr` (the CSV backend writes `tables/roc-step<N>.csv` and `plots/roc-step<N>.png`, and so on). W&B draws its own
+interactive charts instead, under the seed's keys: `conf` (wandb.plot), `cm` (wandb's scikit-learn chart),
+`Confusion Matrix` (the heatmap as an image), `roc` and `pr`; `--confusion-matrix` picks among the first three. Those
+W&B-only calls go through `logger.backends()` and `call()`, so they run on the W&B backend's own worker thread,
+bounded by its failure guard, like every other logging call.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+CONFUSION_MATRIX, ROC, PR = "Confusion Matrix", "roc", "pr"
+NATIVE_CHARTS = "wandb"  # the backend that draws these charts itself
+
+
+def confusion_matrix_frame(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> pd.DataFrame:
+    """Counts with actual classes as rows and predicted classes as columns, every class present."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(len(class_names))))
+    frame = pd.DataFrame(counts, index=list(class_names), columns=list(class_names))
+    frame.index.name = "Actual"
+    frame.columns.name = "Predicted"
+    return frame
+
+
+def confusion_matrix_figure(frame: pd.DataFrame):
+    """A heatmap of `confusion_matrix_frame` output; a bare Figure, so no pyplot state or GUI backend is touched."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
+    sns.heatmap(frame, cmap="Blues", annot=True, annot_kws={"size": 16}, fmt="d", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
+    """One-vs-rest ROC points per class: class, fpr, tpr, threshold, auc."""
+    from sklearn.metrics import auc, roc_curve
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    frames = []
+    for index, name in enumerate(class_names):
+        fpr, tpr, thresholds = roc_curve(y_true == index, probs[:, index])
+        area = auc(fpr, tpr) if len(fpr) > 1 else float("nan")
+        frames.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr, "threshold": thresholds, "auc": area}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pr_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
+    """One-vs-rest precision-recall points per class: class, recall, precision, average_precision."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    frames = []
+    for index, name in enumerate(class_names):
+        precision, recall, _ = precision_recall_curve(y_true == index, probs[:, index])
+        ap = average_precision_score(y_true == index, probs[:, index])
+        frames.append(pd.DataFrame({"class": name, "recall": recall, "precision": precision, "average_precision": ap}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def curve_figure(frame: pd.DataFrame, x: str, y: str, score: str, score_label: str, title: str,
+                 diagonal: bool = False):
+    """One line per class of a `roc_curve_frame` or `pr_curve_frame`, the class's area score in the legend."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    for name, curve in frame.groupby("class", sort=False):
+        ax.plot(curve[x], curve[y], label=f"{name} ({score_label} {curve[score].iloc[0]:.3f})")
+    if diagonal:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right" if diagonal else "lower left")
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(frame: pd.DataFrame):
+    return curve_figure(frame, "fpr", "tpr", "auc", "AUC", "ROC curve", diagonal=True)
+
+
+def pr_figure(frame: pd.DataFrame):
+    return curve_figure(frame, "recall", "precision", "average_precision", "AP", "Precision-recall curve")
+
+
+def log_classification_charts(logger, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
+    """Log the confusion matrix, ROC and precision-recall curves of labels `y_true` against `probs` (N x classes
+    predicted probabilities; the prediction is their argmax) to every backend of `logger`, at `step`."""
+    y_true, probs = np.asarray(y_true).astype(int), np.asarray(probs, dtype=float)
+    y_pred, names = probs.argmax(-1), list(class_names)
+    counts = confusion_matrix_frame(y_true, y_pred, names)
+    roc, pr = roc_curve_frame(y_true, probs, names), pr_curve_frame(y_true, probs, names)
+    for backend in logger.backends():
+        if backend.name == NATIVE_CHARTS:
+            backend.call("log_confusion_matrix", CONFUSION_MATRIX, y_true.tolist(), y_pred.tolist(), names, step,
+                         probs=probs.tolist(), heatmap=confusion_matrix_figure(counts))
+            backend.call("log_roc_curve", ROC, y_true.tolist(), probs.tolist(), names, step)
+            backend.call("log_pr_curve", PR, y_true.tolist(), probs.tolist(), names, step)
+            continue
+        # A Figure of its own for each backend: each draws its figures on its own thread.
+        backend.log_table(CONFUSION_MATRIX, counts.reset_index(), step)
+        backend.log_image(CONFUSION_MATRIX, confusion_matrix_figure(counts), step)
+        backend.log_table(ROC, roc, step)
+        backend.log_image(ROC, roc_figure(roc), step)
+        backend.log_table(PR, pr, step)
+        backend.log_image(PR, pr_figure(pr), step)
