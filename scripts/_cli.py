@@ -391,8 +391,7 @@ def finalize_logger(logger, status: str) -> None:
     exit handlers that never return: then the process is made to exit promptly once its output is out."""
     global _HARD_EXIT
     logger.finalize(status)
-    backends = getattr(logger, "loggers", [logger])
-    if any(getattr(b, "hung", False) for b in backends):
+    if any(getattr(backend, "hung", False) for backend in logger.backends()):
         _HARD_EXIT = True
 
 
