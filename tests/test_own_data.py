@@ -109,8 +109,10 @@ def test_three_classes_evaluate_and_predict_use_the_checkpoints_names(three_clas
     result = ok(run_script("predict.py", "--checkpoint", str(best), *texts, cwd=tmp_path, env=OFFLINE))
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     probs = independent_scores(best, texts)
-    assert [[s["label"] for s in line] for line in lines] == [["animal", "person", "thing"]] * 2
-    np.testing.assert_allclose([[s["score"] for s in line] for line in lines], probs.numpy(), atol=1e-5)
+    assert [list(line["scores"]) for line in lines] == [["animal", "person", "thing"]] * 2
+    assert [line["sentence"] for line in lines] == texts
+    np.testing.assert_allclose([list(line["scores"].values()) for line in lines], probs.numpy(), atol=1e-4)
+    assert [line["label"] for line in lines] == [["animal", "person", "thing"][i] for i in probs.argmax(-1).tolist()]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -192,7 +194,7 @@ def test_binary_sentence_pairs_from_json_lines(tmp_path, tiny_model_dir):
     assert metrics["valid/acc"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-6)
     assert metrics["valid/mcc"] == pytest.approx(skm.matthews_corrcoef(y, p), abs=1e-6)
     result = ok(run_script("predict.py", "--checkpoint", str(best), "a sentence.", cwd=tmp_path, env=OFFLINE))
-    assert [s["label"] for s in json.loads(result.stdout.strip())] == ["no", "yes"]
+    assert list(json.loads(result.stdout.strip())["scores"]) == ["no", "yes"]
 
 
 def test_a_dataset_saved_with_save_to_disk_trains_offline(tmp_path, tiny_model_dir):
@@ -217,7 +219,7 @@ def test_a_dataset_saved_with_save_to_disk_trains_offline(tmp_path, tiny_model_d
     p = independent_scores(best, list(test["sentence"])).argmax(-1).numpy()
     assert metrics["valid/acc"] == pytest.approx(skm.accuracy_score(list(test["label"]), p), abs=1e-6)
     result = ok(run_script("predict.py", "--checkpoint", str(best), "The cat saw him.", cwd=tmp_path, env=OFFLINE))
-    assert [s["label"] for s in json.loads(result.stdout.strip())] == ["unacceptable", "acceptable", "odd"]
+    assert list(json.loads(result.stdout.strip())["scores"]) == ["unacceptable", "acceptable", "odd"]
 
 
 @pytest.mark.parametrize("make, fragment", [
