@@ -125,12 +125,13 @@ def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, ti
     assert len(run_ids) == 1  # the W&B run goes on under the same id
 
 
-def test_resume_flags(tmp_path):
+def test_resume_flags(tmp_path, tiny_cola):
     from conftest import run_script
 
-    result = run_script("train.py", "--resume", str(tmp_path), "--data-dir", str(tmp_path), cwd=tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = run_script("train.py", "--resume", str(tmp_path / "empty"), "--data-dir", str(tiny_cola), cwd=tmp_path)
     assert result.returncode == 2 and "has no resumable checkpoint" in result.stderr
-    result = run_script("train.py", "--resume", "auto", "--data-dir", str(tmp_path), cwd=tmp_path)
+    result = run_script("train.py", "--resume", "auto", "--data-dir", str(tiny_cola), cwd=tmp_path)
     assert result.returncode == 2 and "no unfinished run in runs has a resumable checkpoint" in result.stderr
 
 

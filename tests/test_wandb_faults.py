@@ -56,7 +56,8 @@ def cmdline(pid):
 def test_a_stopped_wandb_service_is_switched_off_and_the_process_exits_promptly(work):
     tmp_path, common = work
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *common, "--max-epochs", "4", "--run-name", "stopped",
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *common, "--max-epochs", "30", "--patience", "1000",
+         "--run-name", "stopped",
          "--logger", "csv,wandb", "--wandb-mode", "offline", "--logger-timeout", "5"],
         cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
@@ -99,7 +100,7 @@ def test_a_stopped_wandb_service_is_switched_off_and_the_process_exits_promptly(
     assert exited_at - last_line_at < 30
     assert "the wandb logger failed" in text and "no answer after 5 s" in text, text
     frame = pd.read_csv(metrics)
-    assert frame["step"].max() == 24 and frame["valid/mcc"].notna().sum() == 4  # the CSV record is complete
+    assert frame["step"].max() == 180 and frame["valid/mcc"].notna().sum() == 30  # the CSV record is complete
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
