@@ -16,7 +16,7 @@ class ColaPredictor:
         self.max_length = max_length
         self._collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def probabilities(self, sentences: Sequence[str], batch_size: int = 64) -> list[list[float]]:
         """Class probabilities per sentence, in input order. Sentences are scored in batches of similar length,
         each padded only to its longest (as validation batches are), so a long input costs memory per batch."""
