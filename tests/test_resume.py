@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, tiny_bert
 from data import ColaDataModule
 from models import ColaModel, SamplesVisualisationLogger
-from tracking import CSVLogger
+from tracking import CSVLogger, build_logger
 from trainer import BestScores, Callback, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
 from trainer.checkpoint import STATE_FILE, load_state
 
@@ -31,7 +31,7 @@ class CrashAt(Callback):
             raise Crash
 
 
-def run(run_dir, tiny_cola, tokenizer, crash_at=None, resume=False, init_seed=0):
+def run(run_dir, tiny_cola, tokenizer, crash_at=None, resume=False, init_seed=0, logger=None):
     seed_everything(1, deterministic=True)
     model = ColaModel(model=tiny_bert(tokenizer, seed=init_seed), tokenizer=tokenizer, lr=2e-3, dropout=0.1)
     model.model.config.hidden_dropout_prob = 0.1
@@ -41,10 +41,13 @@ def run(run_dir, tiny_cola, tokenizer, crash_at=None, resume=False, init_seed=0)
     if crash_at:
         callbacks.append(CrashAt(crash_at))
     trainer = Trainer(max_epochs=3, log_every_n_steps=3, accumulate_grad_batches=2, save_every_n_steps=2,
-                      logger=CSVLogger(str(run_dir)), default_root_dir=str(run_dir), callbacks=callbacks,
-                      enable_progress_bar=False)
-    trainer.fit(model, dm.train_dataloader(), dm.val_dataloader(),
-                ckpt_path=str(run_dir / "checkpoints" / "last") if resume else None)
+                      logger=CSVLogger(str(run_dir)) if logger is None else build_logger(logger, str(run_dir)),
+                      default_root_dir=str(run_dir), callbacks=callbacks, enable_progress_bar=False)
+    try:
+        trainer.fit(model, dm.train_dataloader(), dm.val_dataloader(),
+                    ckpt_path=str(run_dir / "checkpoints" / "last") if resume else None)
+    finally:
+        trainer.logger.finalize()  # the owner of the logger finalizes it (a second finalize does nothing)
     return model, trainer
 
 
@@ -69,6 +72,17 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, tiny_cola, tiny_toke
         assert (tmp_path / "full" / "tables" / table).read_bytes() == (tmp_path / "cut" / "tables" / table).read_bytes()
     assert (tmp_path / "full" / "summary.yaml").read_text().replace("full", "X") == \
         (tmp_path / "cut" / "summary.yaml").read_text().replace("cut", "X")
+
+
+@pytest.mark.parametrize("before, after", [("csv", "csv,tensorboard"), ("csv,tensorboard", "csv")])
+def test_resuming_with_other_loggers_keeps_metrics_csv_exact(tmp_path, tiny_cola, tiny_tokenizer, before, after):
+    """The loggers may change on resume: each backend gets back its own state, found by name, not by position."""
+    run(tmp_path / "full", tiny_cola, tiny_tokenizer)
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", tiny_cola, tiny_tokenizer, crash_at=5, logger=before)
+    run(tmp_path / "cut", tiny_cola, tiny_tokenizer, resume=True, logger=after)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "cut" / "metrics.csv"), check_exact=True)
 
 
 def test_checkpoint_holds_only_plain_tensors_and_containers(tmp_path, tiny_cola, tiny_tokenizer):

@@ -30,10 +30,3 @@ class MultiLogger(ForwardingLogger):
     def call(self, method: str, *args, **kwargs) -> None:
         for logger in self.loggers:
             logger.call(method, *args, **kwargs)
-
-    def state_dict(self) -> dict:
-        return {"loggers": [logger.state_dict() for logger in self.loggers]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for logger, logger_state in zip(self.loggers, state.get("loggers", [])):
-            logger.load_state_dict(logger_state)

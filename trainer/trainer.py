@@ -448,7 +448,7 @@ class Trainer:
             "rng": rng_state(), "results": self._results.state_dict(), "outputs": outputs,
             "callback_metrics": dict(self.callback_metrics), "bad_loss": self._bad_loss,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
-            "logger": self.logger.state_dict(),
+            "loggers": {backend.name: backend.state_dict() for backend in self.logger.backends()},
         }
         self.accelerator.wait_for_everyone()
         if self.is_main_process:
@@ -485,7 +485,8 @@ class Trainer:
         for callback, callback_state in zip(self.callbacks, state["callbacks"]):
             if callback_state is not None and hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(callback_state)
-        self.logger.load_state_dict(state["logger"])
+        for backend in self.logger.backends():  # by name: the loggers may change on resume (--logger csv,wandb)
+            backend.load_state_dict(state.get("loggers", {}).get(backend.name, {}))  # {}: it was not logging
         self._resume = {"batches_done": state["batches_done"], "outputs": send_to_device(state["outputs"], device),
                         "rng": state["rng"]}
 
