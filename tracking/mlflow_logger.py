@@ -1,13 +1,7 @@
-"""The MLflow backend (`pip install -e ".[mlflow]"`): one MLflow run per run folder, in $MLFLOW_TRACKING_URI (such as
-a `mlflow server`) or else a SQLite store beside the run folders, `<output-dir>/mlflow.db` (files in `mlartifacts/`).
-
-Metrics at the global step; hyperparameters as `a.b` parameters, cut to MLflow's length limit with a note; tables and
-images as artifacts named as in the run folder (`tables/<key>-step<N>.csv`, `plots/<key>-step<N>.png`); the summary as
-metrics (numbers) and tags; tags for the run folder and the git commit. The run id is kept in `<run_dir>/mlflow/run-id`
-so a resumed run continues it; what the interrupted process logged after its checkpoint stays, and the repeats are
-skipped (values are counted per metric). The run is opened by the first call, on the guard's worker thread, and
-MLflow's HTTP retries are cut to seconds, so a server that is down is given up within the guard's time-out.
-"""
+"""The MLflow backend (`pip install -e ".[mlflow]"`): one MLflow run per run folder, in $MLFLOW_TRACKING_URI (a
+`mlflow server`) or else `<output-dir>/mlflow.db`. Tables and images are artifacts named as in the run folder. The run
+id is kept in `<run_dir>/mlflow/run-id`, so a resumed run continues it, skipping the values the interrupted process
+logged already (counted per metric). HTTP retries are cut so a dead server is given up within the guard's time-out."""
 from __future__ import annotations
 
 import importlib.util
@@ -22,17 +16,15 @@ from tracking.base import ExperimentLogger, flatten, safe_name
 from tracking.plots import image_to_pil
 from tracking.secrets import scrub
 
-log = logging.getLogger(__name__)
-
 DEFAULT_EXPERIMENT = "MLOps Basics"
 STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 TRUNCATED = "... [truncated]"
+log = logging.getLogger(__name__)
 
 
-def _key(name) -> str:
-    """A name as MLflow accepts it: letters, digits, `_ - . / :` and spaces, at most 250 characters."""
+def _key(name) -> str:  # a name as MLflow accepts it: letters, digits, `_ - . / :` and spaces, 250 at most
     return re.sub(r"[^/\w.\- :]", "_", str(name))[:250]
 
 
@@ -45,67 +37,60 @@ class MlflowLogger(ExperimentLogger):
         for var, value in HTTP_ENV.items():
             os.environ.setdefault(var, value)
         self.run_dir, self.experiment_name, self.run_name = run_dir, experiment, run_name
-        output = Path(run_dir).resolve().parent
-        server = os.environ.get("MLFLOW_TRACKING_URI")
+        output, server = Path(run_dir).resolve().parent, os.environ.get("MLFLOW_TRACKING_URI")
         self.tracking_uri = server or f"sqlite:///{output / 'mlflow.db'}"
         self._artifact_root = None if server else (output / "mlartifacts").as_uri()
-        self._id_file = os.path.join(run_dir, "mlflow", "run-id")
+        self._id_file = Path(run_dir, "mlflow", "run-id")
         self.client = self.run_id = None
         self._counts: dict[str, int] = {}  # values logged per metric by this run, resumed processes included
         self._stored: dict[str, int] = {}  # values per metric the store held when this process opened the run
         self._step, self._finished = 0, False
 
-    @property
-    def experiment(self):
-        return self.client
+    experiment = property(lambda self: self.client)
 
     def _open(self) -> str:
         if self.run_id is None:
             from mlflow import MlflowClient
 
             self.client = client = MlflowClient(self.tracking_uri)
-            run_id = Path(self._id_file).read_text().strip() if os.path.isfile(self._id_file) else None
+            run_id = self._id_file.read_text().strip() if self._id_file.is_file() else None
             if run_id:  # a resumed run folder: everything in the store counts as logged until load_state_dict
                 client.update_run(run_id, status="RUNNING")
-                metrics = client.get_run(run_id).data.metrics
-                self._stored = {k: len(client.get_metric_history(run_id, k)) for k in metrics}
+                stored = client.get_run(run_id).data.metrics
+                self._stored = {k: len(client.get_metric_history(run_id, k)) for k in stored}
             else:
                 found = client.get_experiment_by_name(self.experiment_name)
                 experiment_id = found.experiment_id if found else client.create_experiment(
                     self.experiment_name, artifact_location=self._artifact_root)
                 run_id = client.create_run(experiment_id, run_name=self.run_name,
                                            tags={"run_dir": str(Path(self.run_dir).resolve())}).info.run_id
-                os.makedirs(os.path.dirname(self._id_file), exist_ok=True)
-                Path(self._id_file).write_text(run_id)
+                self._id_file.parent.mkdir(parents=True, exist_ok=True)
+                self._id_file.write_text(run_id)
             self.run_id = run_id
         return self.run_id
 
     def log_hyperparams(self, params) -> None:
         from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH as LIMIT, MAX_PARAMS_TAGS_PER_BATCH as BATCH
 
         run_id, params = self._open(), flatten(scrub(dict(params)))
         existing = self.client.get_run(run_id).data.params  # MLflow keeps a parameter's first value for good
-        new = {}
-        for key, value in ((_key(k), str(v)) for k, v in params.items() if _key(k) not in existing):
-            if len(value) > MAX_PARAM_VAL_LENGTH:
-                log.warning("mlflow: hyperparameter %s has %d characters; logged cut to %d", key, len(value),
-                            MAX_PARAM_VAL_LENGTH)
-                value = value[: MAX_PARAM_VAL_LENGTH - len(TRUNCATED)] + TRUNCATED
-            new[key] = Param(key, value)
-        batch = list(new.values())
-        for start in range(0, len(batch), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, params=batch[start: start + MAX_PARAMS_TAGS_PER_BATCH])
+        batch = []
+        for key, value in {_key(k): str(v) for k, v in params.items() if _key(k) not in existing}.items():
+            if len(value) > LIMIT:
+                log.warning("mlflow: hyperparameter %s has %d characters; logged cut to %d", key, len(value), LIMIT)
+                value = value[: LIMIT - len(TRUNCATED)] + TRUNCATED
+            batch.append(Param(key, value))
+        for start in range(0, len(batch), BATCH):
+            self.client.log_batch(run_id, params=batch[start: start + BATCH])
         if params.get("git_commit"):
             self.client.set_tag(run_id, "mlflow.source.git.commit", str(params["git_commit"]))
 
     def log_metrics(self, metrics, step: int) -> None:
         from mlflow.entities import Metric
 
-        run_id, now, batch = self._open(), int(time.time() * 1000), []
-        self._step = max(self._step, int(step))
-        for key, value in metrics.items():
-            key = _key(key)
+        run_id, now, batch, self._step = self._open(), int(time.time() * 1000), [], max(self._step, int(step))
+        for key, value in ((_key(k), v) for k, v in metrics.items()):
             self._counts[key] = self._counts.get(key, 0) + 1
             if self._counts[key] > self._stored.get(key, 0):  # else logged by the interrupted process already
                 batch.append(Metric(key, float(value), now, int(step)))
@@ -122,29 +107,24 @@ class MlflowLogger(ExperimentLogger):
         self._counts = dict(state.get("counts", {}))
 
     def log_table(self, key: str, dataframe, step: int) -> None:
-        run_id = self._open()
-        self.client.log_text(run_id, dataframe.to_csv(index=False), f"tables/{safe_name(key)}-step{int(step)}.csv")
+        path = f"tables/{safe_name(key)}-step{int(step)}.csv"
+        self.client.log_text(self._open(), dataframe.to_csv(index=False), path)
 
     def log_image(self, key: str, image, step: int) -> None:
         run_id, path = self._open(), f"plots/{safe_name(key)}-step{int(step)}.png"
         if hasattr(image, "savefig"):
-            self.client.log_figure(run_id, image, path)
-        else:
-            self.client.log_image(run_id, image_to_pil(image), artifact_file=path)
+            return self.client.log_figure(run_id, image, path)
+        self.client.log_image(run_id, image_to_pil(image), artifact_file=path)
 
     def log_summary(self, values) -> None:
         run_id = self._open()
         self.log_metrics({k: v for k, v in values.items() if isinstance(v, numbers.Real)}, self._step)
-        for key, value in values.items():
-            if not isinstance(value, numbers.Real):
-                self.client.set_tag(run_id, _key(key), str(value))
+        for key, value in ((k, v) for k, v in values.items() if not isinstance(v, numbers.Real)):
+            self.client.set_tag(run_id, _key(key), str(value))
 
     def log_artifact(self, path: str, name: str, type: str = "model", aliases=()) -> None:
         run_id, folder = self._open(), safe_name(name)
-        if os.path.isdir(path):
-            self.client.log_artifacts(run_id, path, folder)
-        else:
-            self.client.log_artifact(run_id, path, folder)
+        (self.client.log_artifacts if os.path.isdir(path) else self.client.log_artifact)(run_id, path, folder)
         self.client.set_tag(run_id, f"artifact/{folder}", ", ".join([type, *aliases]))
 
     def finalize(self, status: str = "success") -> None:
