@@ -132,6 +132,7 @@ def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, ti
         assert (tmp_path / "full" / "run" / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes(), name
     a = pd.read_csv(tmp_path / "full" / "run" / "metrics.csv")
     b = pd.read_csv(tmp_path / "cut" / "run" / "metrics.csv")
+    assert len(a) == len(b), f"killed at step {killed_at}; the resumed run said: {resumed.stderr[-3000:]}"
     pd.testing.assert_frame_equal(a, b, check_exact=True)  # no duplicated and no missing rows
     steps = b.dropna(subset=["train/loss_step"])["step"].tolist()
     assert steps == list(range(1, steps[-1] + 1)) and killed_at < steps[-1]
