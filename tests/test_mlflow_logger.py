@@ -203,3 +203,25 @@ def test_a_server_killed_mid_run_costs_mlflow_only(server, model_dir, tiny_cola,
     assert frame.dropna(subset=["train/loss_step"])["step"].tolist() == list(range(1, 13))
     assert frame.dropna(subset=["valid/mcc"])["step"].tolist() == [6, 12]
     assert (tmp_path / "out" / "run" / "checkpoints" / "best" / "model.safetensors").exists()
+
+
+def test_a_long_hyperparameter_is_cut_to_mlflows_limit_and_a_resume_keeps_the_first_values(tmp_path, monkeypatch):
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    from tracking.mlflow_logger import MlflowLogger
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    long = "ab" * 4000  # 8000 characters, over MLflow's 6000
+    logger = MlflowLogger(str(tmp_path / "run"))
+    logger.log_hyperparams({"model": {"name": "tiny", "long": long}, "lr": 0.001, "git_commit": "abc123"})
+    logger.finalize()
+    resumed = MlflowLogger(str(tmp_path / "run"))  # a resumed run: same run id, a changed --max-epochs is kept out
+    resumed.log_hyperparams({"lr": 0.001, "max_epochs": 9, "model": {"name": "other"}})
+    resumed.finalize()
+
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(logger.run_id)
+    assert resumed.run_id == logger.run_id
+    assert run.data.params["model.long"] == long[:MAX_PARAM_VAL_LENGTH] and MAX_PARAM_VAL_LENGTH == 6000
+    assert run.data.params["model.name"] == "tiny" and run.data.params["lr"] == "0.001"
+    assert run.data.params["max_epochs"] == "9"  # new names are added
+    assert run.data.tags["mlflow.source.git.commit"] == "abc123"

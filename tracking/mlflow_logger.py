@@ -5,7 +5,6 @@ logged already (counted per metric). HTTP retries are cut so a dead server is gi
 from __future__ import annotations
 
 import importlib.util
-import logging
 import numbers
 import os
 import re
@@ -20,8 +19,6 @@ DEFAULT_EXPERIMENT = "MLOps Basics"
 STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-TRUNCATED = "... [truncated]"
-log = logging.getLogger(__name__)
 
 
 def _key(name) -> str:  # a name as MLflow accepts it: letters, digits, `_ - . / :` and spaces, 250 at most
@@ -71,18 +68,11 @@ class MlflowLogger(ExperimentLogger):
 
     def log_hyperparams(self, params) -> None:
         from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH as LIMIT, MAX_PARAMS_TAGS_PER_BATCH as BATCH
 
-        run_id, params = self._open(), flatten(scrub(dict(params)))
+        run_id, params = self._open(), {_key(k): v for k, v in flatten(scrub(dict(params))).items()}
         existing = self.client.get_run(run_id).data.params  # MLflow keeps a parameter's first value for good
-        batch = []
-        for key, value in {_key(k): str(v) for k, v in params.items() if _key(k) not in existing}.items():
-            if len(value) > LIMIT:
-                log.warning("mlflow: hyperparameter %s has %d characters; logged cut to %d", key, len(value), LIMIT)
-                value = value[: LIMIT - len(TRUNCATED)] + TRUNCATED
-            batch.append(Param(key, value))
-        for start in range(0, len(batch), BATCH):
-            self.client.log_batch(run_id, params=batch[start: start + BATCH])
+        # MLflow splits a long batch, and cuts a value over its 6000 characters with a warning (never an error)
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in existing])
         if params.get("git_commit"):
             self.client.set_tag(run_id, "mlflow.source.git.commit", str(params["git_commit"]))
 
