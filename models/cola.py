@@ -94,7 +94,39 @@ class ColaModel(TrainerModule):
         self.precision_micro_metric = MulticlassPrecision(average="micro", **kw)
         self.recall_micro_metric = MulticlassRecall(average="micro", **kw)
 
+    def use_step_graphs(self, batch_size: int, backend="cudagraphs") -> None:
+        """Run the training forward and backward of every full batch (`batch_size` rows) through `torch.compile` with
+        static shapes: one compilation per padded length (pad training batches to a few lengths, see the data
+        module's `pad_to_multiple_of`). `backend`: "cudagraphs" captures torch's own kernels as CUDA graphs (seconds
+        to compile a shape), "inductor" is `mode="reduce-overhead"` (fused Triton kernels in CUDA graphs, much longer
+        to compile); any other `torch.compile` backend is used as it is (tests count compilations with one). On a
+        CPU there is no graph to capture and the compiled code runs as it is.
+
+        Only the training forward is compiled: validation, and the one short batch an epoch ends with, stay eager.
+        The compiled model is kept out of the module's registry, so parameter names and checkpoints do not change."""
+        import torch._dynamo
+
+        for name in ("recompile_limit", "cache_size_limit"):  # one entry per padded length; 8 by default
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 32))
+        if getattr(self.model.config, "problem_type", "") is None:  # set by the first forward, which would recompile
+            self.model.config.problem_type = "single_label_classification"  # what it sets for class-index labels
+        if backend == "inductor":
+            compiled = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
+        else:
+            compiled = torch.compile(self.model, backend=backend, dynamic=False)
+        self.__dict__["_graph_model"], self.__dict__["_graph_batch_size"] = compiled, batch_size
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        graph = self.__dict__.get("_graph_model")
+        if graph is not None and self.training and torch.is_grad_enabled() and \
+                input_ids.shape[0] == self.__dict__["_graph_batch_size"]:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
+            out = graph(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        labels=labels)
+            # A graph's outputs live in its memory pool and the next replay overwrites them: the loop keeps copies
+            # (logged values, the NaN guard, epoch outputs). The copies are in the autograd graph like the originals.
+            return type(out)(loss=out.loss.clone(), logits=out.logits.clone())
         return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                           labels=labels)
 
