@@ -162,7 +162,7 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
     if args.compile:
         model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
     if graphs:
-        model.use_step_graphs(args.batch_size, backend=graphs)
+        model.use_step_graphs(args.batch_size, backend=graphs, lengths=datamodule.train_shapes())
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model,
                                  artifact_name=f"model-{os.path.basename(run_dir)}")

@@ -58,7 +58,7 @@ def train(tmp_path, tiny_cola, tokenizer, backend=None, epochs=1, dropout=0.0, c
             module.p = dropout
     dm = datamodule(tiny_cola, tokenizer)
     if backend is not None:
-        model.use_step_graphs(dm.batch_size, backend=backend)
+        model.use_step_graphs(dm.batch_size, backend=backend, lengths=dm.train_shapes())
     losses = Losses()
     callbacks = [losses] + ([CrashAt(crash_at)] if crash_at else [])
     trainer = Trainer(max_epochs=epochs, log_every_n_steps=3, gradient_clip_val=1.0, enable_progress_bar=False,
@@ -86,9 +86,9 @@ def test_one_compilation_per_bucket_over_whole_epochs(tmp_path, tiny_cola, tiny_
     backend = CountingBackend()
     _, trainer, losses = train(tmp_path, tiny_cola, tiny_tokenizer, backend=backend, epochs=2)
     buckets = datamodule(tiny_cola, tiny_tokenizer).train_shapes()
-    full = {shape for shape in losses.shapes if shape[0] == 5}
-    assert len(backend.shapes) == len(full) <= len(buckets)  # validation and the short last batch stay eager
-    assert sorted(backend.shapes) == sorted(full)
+    # every bucket compiled once, before the first step; validation and the short last batch stay eager
+    assert sorted(backend.shapes) == [(5, n) for n in buckets] and len(buckets) == 2
+    assert {shape for shape in losses.shapes if shape[0] == 5} <= set(backend.shapes)
     assert trainer.global_step == 20 and any(shape[0] < 5 for shape in losses.shapes)
 
 
@@ -116,3 +116,16 @@ def test_checkpoints_keep_their_format_and_resume_exactly(tmp_path, tiny_cola, t
         assert torch.equal(p, q), name
     with safe_open(str(tmp_path / "cut" / "checkpoints" / "last" / WEIGHTS_FILE), framework="pt") as f:
         assert set(f.keys()) <= set(ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer).state_dict())
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--accumulate-grad-batches", "2"], "--cuda-graphs on needs --accumulate-grad-batches 1"),
+    (["--compile"], "--cuda-graphs on compiles the training step itself; leave out --compile"),
+])
+def test_train_refuses_graphs_with_what_they_cannot_do(tmp_path, tiny_cola, tiny_model_dir, args, fragment):
+    from conftest import assert_one_line_error, run_script
+
+    result = run_script("train.py", "--model", str(tiny_model_dir), "--data-dir", str(tiny_cola), "--cuda-graphs",
+                        "on", "--output-dir", str(tmp_path / "runs"), *args, cwd=tmp_path)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
