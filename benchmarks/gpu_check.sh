@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/make_gpu_carry.sh      # here, once: builds .gpu/ (wheels, all-MiniLM-L6-v2 in bf16, CoLA)
 #   bash benchmarks/gpu_check.sh           # there, from the repository root, with .gpu/ carried along
-#   GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh    # a few steps of each, to test the script on a CPU
+#   GPU_CHECK_QUICK=1 GPU_CHECK_DEADLINE=2400 bash benchmarks/gpu_check.sh   # a few steps of each, to test the
+#                                          # script on a CPU (limits x4: compiling on a CPU is slow)
 #
 # Steps, most important first; each has its own time limit and a failure skips only that step:
 #   1 graphs5   the default 5-epoch CoLA run with --cuda-graphs on: wall clock and best valid/mcc
@@ -39,8 +40,9 @@ export PYTHONPATH="$WORK/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 # step NAME BUDGET_S COMMAND...: run with a limit of min(BUDGET, time left), record rc and seconds in $WORK/steps
+SCALE=${GPU_CHECK_LIMIT_SCALE:-$([[ "$QUICK" == 1 ]] && echo 4 || echo 1)}  # a CPU compiles far slower
 step() {
-  local name=$1 budget=$2; shift 2
+  local name=$1 budget=$(( $2 * SCALE )); shift 2
   local remain; remain=$(left)
   (( budget > remain - 5 )) && budget=$(( remain - 5 ))
   if (( budget < 20 )); then

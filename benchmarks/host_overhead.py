@@ -77,13 +77,14 @@ def run_trainer(args, variant: str) -> dict:
     class Clock(Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             window.step_done(trainer.global_step, trainer.accelerator.device)
+            if window.seconds is not None:  # the end-of-run validation and report are not what is measured
+                finish({"step_s": window.seconds / args.steps})
 
     argv = ["--data-dir", args.data_dir, "--model", args.model_dir, "--batch-size", str(args.batch_size),
             "--max-steps", str(args.warmup + args.steps), "--limit-val-batches", "1", "--logger", "csv",
             "--output-dir", args.workdir, "--run-name", "bench", *TRAINER_FLAGS[variant]]
-    if train.main(argv, callbacks=[Clock()]) != 0:
-        raise SystemExit(f"train.py failed for {variant}")
-    return {"step_s": window.seconds / args.steps}
+    train.main(argv, callbacks=[Clock()])
+    raise SystemExit(f"train.py ended before step {window.last} for {variant}")
 
 
 def run_bare(args, variant: str) -> dict:
@@ -115,18 +116,22 @@ def run_bare(args, variant: str) -> dict:
             window.step_done(step, device)
             if step == window.last:
                 break
-    return {"step_s": window.seconds / args.steps}
+    finish({"step_s": window.seconds / args.steps})
+
+
+def finish(result: dict) -> None:
+    """Print the result line and leave at once."""
+    import torch
+
+    emit({"pipeline": sys.argv[sys.argv.index("--worker") + 1],
+          "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+          "torch": torch.__version__, "threads": torch.get_num_threads(), **result})
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def worker(args) -> None:
-    import torch
-
-    result = (run_bare if args.worker in BARE else run_trainer)(args, args.worker)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    emit({"pipeline": args.worker, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-          "torch": torch.__version__, "threads": torch.get_num_threads(), **result})
-    sys.stdout.flush()
-    os._exit(0)  # the trainer's end-of-run validation and report are not what is measured
+    (run_bare if args.worker in BARE else run_trainer)(args, args.worker)
 
 
 def spawn(name: str, args, env: dict, log) -> dict:
@@ -147,7 +152,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         row = {"step_ms": 1000 * statistics.median(r["step_s"] for r in results),
                "min_ms": 1000 * min(r["step_s"] for r in results), "max_ms": 1000 * max(r["step_s"] for r in results),
                "repeats": len(results)}
-        if "bare" in runs and name != "bare":
+        if "bare" in runs and name != "bare":  # per repeat, so drift between repeats cancels
             row["x_bare"] = statistics.median(r["step_s"] / b["step_s"] for r, b in zip(results, runs["bare"]))
         table[name] = row
     return table
@@ -192,12 +197,20 @@ def main(argv=None) -> int:
         with open(log_path, "w") as log:
             for repeat in range(args.repeats):
                 for name in names if repeat % 2 == 0 else names[::-1]:
-                    result = spawn(name, args, env, log)
+                    try:
+                        result = spawn(name, args, env, log)
+                    except SystemExit as exc:  # one pipeline failing costs its own row, not the others'
+                        print(exc, flush=True)
+                        continue
                     runs[name].append(result)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:20s} {1000 * result['step_s']:8.3f} ms/step "
                           f"({result['device']})", flush=True)
+    runs = {name: results for name, results in runs.items() if results}
+    if not runs:
+        print(f"error: every run failed; see {log_path}", file=sys.stderr)
+        return 1
     table = summarize(runs)
-    first = runs["trainer"][0]
+    first = next(iter(runs.values()))[0]
     print(f"\nper-step wall time, tiny BERT (2 layers, hidden 32), batch {args.batch_size}, steps {args.warmup + 1}-"
           f"{args.warmup + args.steps}, medians of {args.repeats}; {first['device']}, torch {first['torch']}, "
           f"{first['threads']} threads")
