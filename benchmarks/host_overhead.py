@@ -205,6 +205,8 @@ def main(argv=None) -> int:
                     runs[name].append(result)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:20s} {1000 * result['step_s']:8.3f} ms/step "
                           f"({result['device']})", flush=True)
+                    if args.json:  # what is done so far, in case the whole run is stopped by a time limit
+                        write_json(args, {n: r for n, r in runs.items() if r})
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         print(f"error: every run failed; see {log_path}", file=sys.stderr)
@@ -218,10 +220,14 @@ def main(argv=None) -> int:
         ratio = f"{row['x_bare']:.3f}x bare" if "x_bare" in row else ""
         print(f"{name:20s} {row['step_ms']:8.3f} ms  ({row['min_ms']:.3f}-{row['max_ms']:.3f})  {ratio}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": {k: v for k, v in vars(args).items() if k != "tmp"}, "runs": runs, "summary": table}, f,
-                      indent=1)
+        write_json(args, runs)
     return 0
+
+
+def write_json(args, runs: dict) -> None:
+    with open(args.json, "w") as f:
+        json.dump({"args": {k: v for k, v in vars(args).items() if k != "tmp"}, "runs": runs,
+                   "summary": summarize(runs)}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,10 @@ def main(argv=None) -> int:
                     runs[name].append(result)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:15s} {result['samples_per_s']:7.1f} samples/s, "
                           f"first step after {result['first_step_s']:.1f} s", flush=True)
+                    if args.json:  # what is done so far, in case the whole run is stopped by a time limit
+                        done = {n: r for n, r in runs.items() if r}
+                        with open(args.json, "w") as f:
+                            json.dump({"runs": done, "peaks": peaks, "summary": summarize(done, peaks)}, f, indent=1)
     runs = {name: results for name, results in runs.items() if results}
     if not runs:
         print(f"error: every run failed; see {log_path}", file=sys.stderr)
