@@ -29,9 +29,11 @@ class StepClock:
         self.helper_cpu: list[float] = []  # CPU seconds of child processes (W&B's service) at the timed bounds
 
     def step_done(self, input_ids) -> None:
+        """On a GPU the clock waits for the device only at the steps it reads (the first, the last untimed one and the
+        last): a wait every step would stop the host from running ahead, as it does in training."""
         import torch
 
-        if input_ids.is_cuda:
+        if input_ids.is_cuda and len(self.times) + 1 in (1, self.warmup, self.steps):
             torch.cuda.synchronize()
         self.times.append(time.time())
         self.shapes.append(tuple(input_ids.shape))
@@ -124,6 +126,9 @@ def emit(result: dict) -> None:
 
 
 def minilm_path() -> str:
+    """all-MiniLM-L6-v2's folder: $MINILM_DIR where set (a machine without the package), else the package's."""
+    if os.environ.get("MINILM_DIR"):
+        return os.environ["MINILM_DIR"]
     from models.cola import resolve_model_path
 
     return resolve_model_path("minilm")

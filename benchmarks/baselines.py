@@ -5,7 +5,7 @@
   confusion matrix), its ModelCheckpoint / EarlyStopping / misclassified-examples callbacks, a WandbLogger (offline
   here) and `log_every_n_steps=10`. Only the model is all-MiniLM-L6-v2 instead of the post's 2-layer BERT.
 - `bare_loop`: plain PyTorch: per-batch padding with `DataCollatorWithPadding`, shuffled batches, AdamW, no
-  logging, no metrics, no progress bar.
+  logging, no metrics, no progress bar; on the GPU when there is one (batches pinned and copied without a wait).
 Both stop the process right after the last timed step: only training steps are compared.
 """
 from __future__ import annotations
@@ -26,9 +26,13 @@ def lightning_seed(data_dir: str, batch_size: int, steps: int, warmup: int, cloc
     import pandas as pd
     import torch
     import torchmetrics
-    import wandb
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    try:
+        import wandb
+    except ImportError:  # a GPU machine without W&B: Lightning's CSVLogger, and no W&B tables or plots
+        wandb = None
     from sklearn.metrics import confusion_matrix
     from torch.utils.data import DataLoader
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -101,12 +105,13 @@ def lightning_seed(data_dir: str, batch_size: int, steps: int, warmup: int, cloc
             self.outputs.append({"labels": labels, "logits": outputs.logits})
 
         def on_validation_epoch_end(self):  # Lightning 2.x's place for the post's validation_epoch_end
-            labels = torch.cat([x["labels"] for x in self.outputs])
-            logits = torch.cat([x["logits"] for x in self.outputs])
+            labels = torch.cat([x["labels"] for x in self.outputs]).cpu()  # .cpu(): a no-op without a GPU
+            logits = torch.cat([x["logits"] for x in self.outputs]).cpu()
             self.outputs.clear()
             confusion_matrix(labels.numpy(), torch.argmax(logits, 1).numpy())
-            self.logger.experiment.log({"conf": wandb.plot.confusion_matrix(probs=logits.numpy(),
-                                                                            y_true=labels.numpy())})
+            if wandb is not None:
+                self.logger.experiment.log({"conf": wandb.plot.confusion_matrix(probs=logits.numpy(),
+                                                                                y_true=labels.numpy())})
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
@@ -119,13 +124,15 @@ def lightning_seed(data_dir: str, batch_size: int, steps: int, warmup: int, cloc
         def on_validation_end(self, trainer, pl_module):
             val_batch = next(iter(self.datamodule.val_dataloader()))
             sentences = val_batch["sentence"]
-            outputs = pl_module(val_batch["input_ids"], val_batch["attention_mask"])
-            preds = torch.argmax(outputs.logits, 1)
+            outputs = pl_module(val_batch["input_ids"].to(pl_module.device),
+                                val_batch["attention_mask"].to(pl_module.device))
+            preds = torch.argmax(outputs.logits, 1).cpu()
             labels = val_batch["label"]
             df = pd.DataFrame({"Sentence": sentences, "Label": labels.numpy(), "Predicted": preds.numpy()})
             wrong_df = df[df["Label"] != df["Predicted"]]
-            trainer.logger.experiment.log({"examples": wandb.Table(dataframe=wrong_df, allow_mixed_types=True),
-                                           "global_step": trainer.global_step})
+            if wandb is not None:
+                trainer.logger.experiment.log({"examples": wandb.Table(dataframe=wrong_df, allow_mixed_types=True),
+                                               "global_step": trainer.global_step})
 
     class Clock(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -140,7 +147,8 @@ def lightning_seed(data_dir: str, batch_size: int, steps: int, warmup: int, cloc
     checkpoint_callback = ModelCheckpoint(dirpath=os.path.join(workdir, "models"), filename="best-checkpoint",
                                           monitor="valid/loss", mode="min")
     early_stopping_callback = EarlyStopping(monitor="valid/loss", patience=3, verbose=True, mode="min")
-    wandb_logger = WandbLogger(project="MLOps Basics", save_dir=workdir, offline=True)
+    wandb_logger = WandbLogger(project="MLOps Basics", save_dir=workdir, offline=True) if wandb is not None \
+        else CSVLogger(workdir)
     trainer = pl.Trainer(
         max_epochs=1, max_steps=steps, logger=wandb_logger, log_every_n_steps=10, deterministic=True,
         callbacks=[checkpoint_callback, SamplesVisualisationLogger(cola_data), early_stopping_callback, Clock()],
@@ -155,15 +163,18 @@ def bare_loop(data_dir: str, batch_size: int, steps: int, warmup: int, clock: St
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     torch.manual_seed(42)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(name)
-    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=2).to(device)
     train = _cola(data_dir)["train"].map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=128),
                                          batched=True, remove_columns=["sentence", "idx"])
-    loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=DataCollatorWithPadding(tokenizer))
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=DataCollatorWithPadding(tokenizer),
+                        pin_memory=device.type == "cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     model.train()
     for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()

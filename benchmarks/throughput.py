@@ -10,7 +10,8 @@ Same model (all-MiniLM-L6-v2), data (CoLA train), batch size and number of optim
 Each pipeline runs in a fresh process, `--repeats` times, interleaved; medians are reported. Throughput counts the
 steps after the first `--warmup` ones; time to first step runs from the process start to the end of the first
 optimizer step (imports, model and data loading included). `--variants` adds runs of this trainer with other
-settings (bf16, compile, workers2, dropout01, nolog). The same run measures a large matrix product, the CPU's
+settings (bf16, compile, workers2, dropout01, nolog, csv, graphs, graphs_inductor, eager_pad16). On a GPU every
+pipeline trains there; the "ours" variants take `--logger csv` where W&B is not installed. The same run measures a large matrix product, the CPU's
 practical peak, to say how close the training steps get to it.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULT_PREFIX, ROOT, StepClock, emit, median_seconds, train_flops  # noqa: E402
+from _common import RESULT_PREFIX, ROOT, StepClock, emit, median_seconds, minilm_path, train_flops  # noqa: E402
 
 VARIANTS = {  # name -> extra scripts/train.py arguments
     "ours": [],
@@ -38,6 +39,9 @@ VARIANTS = {  # name -> extra scripts/train.py arguments
     "nolog": ["--logger", "none"],
     "csv": ["--logger", "csv"],
     "wandb": ["--logger", "wandb"],
+    "graphs": ["--logger", "csv", "--cuda-graphs", "on"],
+    "graphs_inductor": ["--logger", "csv", "--cuda-graphs", "inductor"],
+    "eager_pad16": ["--logger", "csv", "--pad-to-multiple-of", "16"],
 }
 
 
@@ -62,8 +66,12 @@ def ours(data_dir, batch_size, steps, warmup, clock: StepClock, workdir, variant
             self.model = module.model
 
     timer = Clock()
-    argv = ["--data-dir", data_dir, "--batch-size", str(batch_size), "--max-steps", str(steps), "--logger",
-            "csv,wandb", "--output-dir", workdir, "--run-name", "bench", *VARIANTS[variant]]  # a later --logger wins
+    import importlib.util
+
+    default_logger = "csv,wandb" if importlib.util.find_spec("wandb") else "csv"
+    argv = ["--data-dir", data_dir, "--model", minilm_path(), "--batch-size", str(batch_size), "--max-steps", str(steps),
+            "--logger", default_logger, "--output-dir", workdir, "--run-name", "bench",
+            *VARIANTS[variant]]  # a later --logger wins
     if train.main(argv, callbacks=[timer]) != 0:
         raise SystemExit(f"train.py failed for variant {variant}")
     model = getattr(timer.model, "_orig_mod", timer.model)
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="cola-bench-") as tmp:
         args.tmp = tmp
         env = bench_env(tmp)
-        warm_token_cache(args.data_dir, env)
+        warm_token_cache(args.data_dir, env, minilm_path())
         log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
         runs: dict[str, list[dict]] = {n: [] for n in names}
         peaks = []
@@ -192,10 +200,22 @@ def main(argv=None) -> int:
                 peaks.append(matmul_peak())
                 order = names if repeat % 2 == 0 else names[::-1]  # interleaved, so drift hits every pipeline
                 for name in order:
-                    result = spawn(name, args, env, log)
+                    try:
+                        result = spawn(name, args, env, log)
+                    except SystemExit as exc:  # one pipeline failing costs its own row, not the others'
+                        print(exc, flush=True)
+                        continue
                     runs[name].append(result)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:15s} {result['samples_per_s']:7.1f} samples/s, "
                           f"first step after {result['first_step_s']:.1f} s", flush=True)
+                    if args.json:  # what is done so far, in case the whole run is stopped by a time limit
+                        done = {n: r for n, r in runs.items() if r}
+                        with open(args.json, "w") as f:
+                            json.dump({"runs": done, "peaks": peaks, "summary": summarize(done, peaks)}, f, indent=1)
+    runs = {name: results for name, results in runs.items() if results}
+    if not runs:
+        print(f"error: every run failed; see {log_path}", file=sys.stderr)
+        return 1
     summary = summarize(runs, peaks)
     print_summary(summary, args)
     if args.json:
@@ -214,12 +234,12 @@ def bench_env(tmp: str) -> dict:
     return env
 
 
-def warm_token_cache(data_dir: str, env: dict) -> None:
+def warm_token_cache(data_dir: str, env: dict, model: str = "minilm") -> None:
     """Fill the tokenization cache first, as any earlier run on the machine would have: every timed run of this
     trainer then starts the way a user's second run does."""
     code = ("import sys; sys.path.insert(0, '.'); from transformers import AutoTokenizer; from data import "
             "ColaDataModule; from models.cola import resolve_model_path; ColaDataModule(AutoTokenizer."
-            f"from_pretrained(resolve_model_path('minilm')), data_dir={data_dir!r}).setup()")
+            f"from_pretrained(resolve_model_path({model!r})), data_dir={data_dir!r}).setup()")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
 
 

@@ -112,6 +112,9 @@ class TextClassificationDataModule:
     max_length: int = 128
     seed: int = 42
     num_workers: int | None = None  # None: `default_num_workers()`
+    # Training batches padded to a multiple of this (16: lengths 16, 32, ..., 128, 8 shapes at most with max_length
+    # 128), so that a step captured as a CUDA graph for each shape can be replayed; None: to the longest sentence.
+    pad_to_multiple_of: int | None = None
     cache_dir: str | None = field(default_factory=lambda: default_cache_dir())  # None: tokenize every run
     splits: dict = field(default_factory=dict, init=False)
 
@@ -147,10 +150,16 @@ class TextClassificationDataModule:
             return self.tokenizer(batch["sentence"], batch["sentence2"], truncation=True, max_length=self.max_length)
         return self.tokenizer(batch["sentence"], truncation=True, max_length=self.max_length)
 
-    def _collator(self):
+    def _collator(self, pad_to_multiple_of: int | None = None):
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+    def train_shapes(self) -> list[int]:
+        """The padded lengths that training batches take: one per bucket with `pad_to_multiple_of`."""
+        lengths = self._lengths("train")
+        m = self.pad_to_multiple_of or 1
+        return sorted({-(-n // m) * m for n in lengths})
 
     def _lengths(self, split: str) -> list[int]:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
@@ -163,7 +172,8 @@ class TextClassificationDataModule:
 
         sampler = LengthGroupedBatchSampler(self._lengths("train"), self.batch_size, seed=self.seed,
                                             num_processes=num_processes)
-        return DataLoader(self.splits["train"], batch_sampler=sampler, **self._loader_options())
+        return DataLoader(self.splits["train"], batch_sampler=sampler,
+                          **self._loader_options(self._collator(self.pad_to_multiple_of)))
 
     def val_dataloader(self):
         from torch.utils.data import DataLoader
@@ -173,11 +183,11 @@ class TextClassificationDataModule:
         return DataLoader(self.splits["validation"], batch_size=self.eval_batch_size, sampler=order,
                           **self._loader_options())
 
-    def _loader_options(self) -> dict:
+    def _loader_options(self, collate_fn=None) -> dict:
         import torch
 
         workers = default_num_workers() if self.num_workers is None else self.num_workers
-        return {"collate_fn": self._collator(), "num_workers": workers, "persistent_workers": workers > 0,
+        return {"collate_fn": collate_fn or self._collator(), "num_workers": workers, "persistent_workers": workers > 0,
                 "pin_memory": torch.cuda.is_available()}
 
 
@@ -185,12 +195,12 @@ ColaDataModule = TextClassificationDataModule  # the seed's name
 
 
 def default_num_workers() -> int:
-    """0 without a GPU: collating a padded batch of CoLA takes well under 1% of a CPU step (BENCHMARKS.md), and a
-    worker process would only take a core from the model's matrix products. With a GPU, 2 workers prepare the next
-    batches while the GPU computes."""
-    import torch
-
-    return 2 if torch.cuda.is_available() else 0
+    """0, with or without a GPU. Collating a padded batch of CoLA takes about 0.2 ms (BENCHMARKS.md). Without a GPU
+    a worker process would only take a core from the model's matrix products; with one, the step is bound by the
+    host launching kernels, and workers only add work there: unpickling each batch from the worker's queue and a
+    pin-memory thread that contends for the GIL with the thread that launches the kernels. Pinned memory stays on
+    with a GPU (pinned in the main process), so the non-blocking copy to the device does not wait for the GPU."""
+    return 0
 
 
 def default_cache_dir() -> str:

@@ -54,8 +54,15 @@ def build_parser() -> _cli.Parser:
                    help="32, or mixed precision bf16/16 through Accelerate (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer (dynamic shapes); the first steps wait for compilation")
+    p.add_argument("--cuda-graphs", choices=["auto", "on", "off", "inductor"], default="auto",
+                   help="replay each training step's forward and backward as CUDA graphs, one per padded length: 'on' "
+                        "captures torch's kernels (seconds to compile each length), 'inductor' compiles fused kernels "
+                        "first (torch.compile mode reduce-overhead; minutes); auto: off for now (default: %(default)s)")
+    p.add_argument("--pad-to-multiple-of", type=_cli.positive_int, default=None,
+                   help="pad training batches to a multiple of N tokens (default: 16 with --cuda-graphs, else to the "
+                        "longest sentence)")
     p.add_argument("--num-workers", type=_cli.non_negative_int, default=None,
-                   help="DataLoader worker processes (default: 0 without a GPU, 2 with one)")
+                   help="DataLoader worker processes (default: 0; batches are pinned for a GPU)")
     p.add_argument("--seed", type=_cli.seed, default=42, help="(default: %(default)s)")
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
@@ -134,8 +141,10 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
 
     try:
         tokenizer = _cli.load_tokenizer(args.model)
+        graphs = step_graphs(args)
         datamodule = _cli.build_datamodule(source, tokenizer, batch_size=args.batch_size, seed=args.seed,
-                                           num_workers=args.num_workers)
+                                           num_workers=args.num_workers,
+                                           pad_to_multiple_of=args.pad_to_multiple_of or (16 if graphs else None))
         seed_everything(args.seed, deterministic=True)  # before the new head's weights are drawn
         model = _cli.load_model(args.model, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
                                 warmup_ratio=args.warmup_ratio, dropout=args.dropout, tokenizer=tokenizer,
@@ -152,6 +161,8 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
         raise
     if args.compile:
         model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
+    if graphs:
+        model.use_step_graphs(args.batch_size, backend=graphs, lengths=datamodule.train_shapes())
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model,
                                  artifact_name=f"model-{os.path.basename(run_dir)}")
@@ -195,6 +206,27 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
         best = {k: round(v, 4) for k, v in checkpoint.best_metrics.items() if k.startswith("valid/")}
         print(json.dumps({"best": best, "step": checkpoint.best_step}), flush=True)
     return code
+
+
+# Whether --cuda-graphs auto turns graphs on with a GPU: not until benchmarks/gpu_check.sh has measured them there.
+GRAPHS_BY_DEFAULT_ON_CUDA = False
+
+
+def step_graphs(args) -> str | None:
+    """The `use_step_graphs` backend --cuda-graphs asks for, or None for eager steps."""
+    import torch
+
+    mode = args.cuda_graphs
+    if mode == "auto":
+        mode = "on" if GRAPHS_BY_DEFAULT_ON_CUDA and torch.cuda.is_available() and not args.compile \
+            and args.accumulate_grad_batches == 1 else "off"
+    if mode == "off":
+        return None
+    if args.compile:
+        raise _cli.UsageError(f"--cuda-graphs {mode} compiles the training step itself; leave out --compile")
+    if args.accumulate_grad_batches > 1:  # a replay would overwrite gradients that are still being accumulated
+        raise _cli.UsageError(f"--cuda-graphs {mode} needs --accumulate-grad-batches 1")
+    return "inductor" if mode == "inductor" else "cudagraphs"
 
 
 def last_good(trainer, checkpoint, args) -> str:

@@ -180,7 +180,7 @@ def test_loader_settings_for_a_cpu_machine(tiny_cola, tiny_tokenizer):
     from data.cola import default_num_workers
 
     gpu = torch.cuda.is_available()
-    assert default_num_workers() == (2 if gpu else 0)
+    assert default_num_workers() == 0
     dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup()
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         assert loader.num_workers == default_num_workers() and loader.pin_memory == gpu

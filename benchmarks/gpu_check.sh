@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Every GPU figure issue #12 asks for, in one run of under 8 minutes on a bare GPU machine (torch, transformers,
+# accelerate and lightning installed; not this project's other dependencies; no network).
+#
+#   bash benchmarks/make_gpu_carry.sh      # here, once: builds .gpu/ (wheels, all-MiniLM-L6-v2 in bf16, CoLA)
+#   bash benchmarks/gpu_check.sh           # there, from the repository root, with .gpu/ carried along
+#   GPU_CHECK_QUICK=1 GPU_CHECK_DEADLINE=2400 bash benchmarks/gpu_check.sh   # a few steps of each, to test the
+#                                          # script on a CPU (limits x4: compiling on a CPU is slow)
+#
+# Steps, most important first; each has its own time limit and a failure skips only that step:
+#   1 graphs5   the default 5-epoch CoLA run with --cuda-graphs on: wall clock and best valid/mcc
+#   2 perstep   benchmarks/throughput.py at batch 32: bare eager loop, this trainer eager (--logger csv), with
+#               graphs, the Lightning seed pipeline (per-step times, medians of 2 interleaved runs)
+#   3 overhead  benchmarks/host_overhead.py: tiny BERT, this trainer against a bare loop, plus graphs, 2 workers and
+#               the bare loop under deterministic algorithms
+#   4 eager5    the default 5-epoch CoLA run, eager (the defaults), for the valid/mcc and time to compare
+#   5 inductor  throughput.py with --cuda-graphs inductor, if time is left
+# Results go to $OUT (summary.md, results.json, log.txt, the benchmarks' JSON, the runs' metrics.csv); the summary
+# table is printed last.
+set -u
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+START=$(date +%s)
+DEADLINE=${GPU_CHECK_DEADLINE:-450}  # seconds for all steps: 7.5 min, under the 8 the lead has
+QUICK=${GPU_CHECK_QUICK:-0}
+PY=${PYTHON:-python3}
+OUT=${OUT:-/tmp/gpu-check-out}
+WORK=${GPU_CHECK_WORK:-/tmp/gpu-check}
+CARRY="$ROOT/.gpu"
+WHEELS=${GPU_CHECK_WHEELS:-$CARRY/wheels}
+mkdir -p "$OUT" "$WORK"
+LOG="$OUT/log.txt"
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
+
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export WANDB_MODE=offline MPLCONFIGDIR="$WORK/mpl" COLA_MONITOR_CACHE="$WORK/cache" BENCH_COUNT_FLOPS=0
+export COLA_DIR="$CARRY/cola" MINILM_DIR="$WORK/minilm"
+export PYTHONPATH="$WORK/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+# step NAME BUDGET_S COMMAND...: run with a limit of min(BUDGET, time left), record rc and seconds in $WORK/steps
+SCALE=${GPU_CHECK_LIMIT_SCALE:-$([[ "$QUICK" == 1 ]] && echo 4 || echo 1)}  # a CPU compiles far slower
+step() {
+  local name=$1 budget=$(( $2 * SCALE )); shift 2
+  local remain; remain=$(left)
+  (( budget > remain - 5 )) && budget=$(( remain - 5 ))
+  if (( budget < 20 )); then
+    echo "=== $name: skipped, $remain s left"; echo "$name skipped 0" >> "$WORK/steps"; return
+  fi
+  echo "=== $name (limit ${budget}s, $(( $(date +%s) - START ))s elapsed): $*"
+  local t0=$(date +%s)
+  timeout --kill-after=10 "$budget" "$@"
+  local rc=$?
+  echo "=== $name: exit $rc after $(( $(date +%s) - t0 ))s"
+  echo "$name $rc $(( $(date +%s) - t0 ))" >> "$WORK/steps"
+}
+
+echo "=== set-up"
+rm -f "$WORK/steps"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
+rm -rf "$WORK/site" && mkdir -p "$WORK/site"
+if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl; then
+  echo "pip failed; unpacking the wheels (all pure Python) instead"
+  "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' "$WORK/site" "$WHEELS"/*.whl
+fi
+"$PY" - "$CARRY/minilm" "$MINILM_DIR" <<'PY'
+import lzma, os, shutil, sys
+
+import torch
+from safetensors.torch import load, save_file
+
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+for name in os.listdir(src):
+    if not name.startswith("model."):
+        shutil.copy(os.path.join(src, name), dst)
+if not os.path.isfile(os.path.join(dst, "model.safetensors")):
+    with lzma.open(os.path.join(src, "model.bf16.safetensors.xz")) as f:
+        tensors = load(f.read())
+    save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+              os.path.join(dst, "model.safetensors"))
+print(f"all-MiniLM-L6-v2 restored to fp32 from bf16 in {dst}")
+PY
+"$PY" - <<'PY'
+import importlib
+
+for name in ("torch", "transformers", "accelerate", "lightning", "torchmetrics", "datasets", "triton"):
+    try:
+        print(f"{name} {importlib.import_module(name).__version__}")
+    except Exception as exc:
+        print(f"{name}: not importable ({type(exc).__name__}: {exc})")
+import torch
+
+print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+import data, models, trainer  # noqa: F401  this project, from the working tree
+PY
+
+if [[ "$QUICK" == 1 ]]; then
+  RUN5=(--max-steps 3 --limit-val-batches 2); PERSTEP=(--steps 4 --warmup 1 --repeats 1)
+  OVER=(--steps 5 --warmup 2 --repeats 1)
+else
+  RUN5=(); PERSTEP=(--steps 120 --warmup 20 --repeats 2); OVER=(--steps 200 --warmup 20 --repeats 2)
+fi
+TRAIN=("$PY" scripts/train.py --model "$MINILM_DIR" --data-dir "$COLA_DIR" --logger csv --no-progress-bar
+       --output-dir "$WORK/runs" "${RUN5[@]}")
+
+step graphs5 150 "${TRAIN[@]}" --run-name graphs --cuda-graphs on
+step perstep 170 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
+  --pipelines csv,bare_loop,lightning_seed --variants graphs --json "$OUT/throughput.json"
+step overhead 110 "$PY" benchmarks/host_overhead.py --data-dir "$COLA_DIR" --tokenizer "$MINILM_DIR" --batch-size 32 \
+  "${OVER[@]}" --variants trainer_graphs,trainer_workers2,bare_deterministic --json "$OUT/host_overhead.json"
+step eager5 160 "${TRAIN[@]}" --run-name eager
+step inductor 120 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
+  --pipelines graphs_inductor --json "$OUT/throughput_inductor.json"
+
+for run in graphs eager; do
+  cp "$WORK/runs/$run/metrics.csv" "$OUT/${run}_metrics.csv" 2>/dev/null
+done
+echo "=== summary ($(( $(date +%s) - START ))s elapsed)"
+"$PY" - "$WORK" "$OUT" "$LOG" <<'PY'
+import json, os, sys
+
+work, out, log = sys.argv[1:4]
+steps = {}
+for line in open(os.path.join(work, "steps")):
+    name, rc, seconds = line.split()
+    steps[name] = {"exit": rc, "seconds": int(seconds)}
+text = open(log, errors="replace").read()
+
+
+def best(run):
+    """The run's wall clock (its step's seconds, start-up and validation included) and best valid/mcc."""
+    try:
+        import pandas as pd
+
+        frame = pd.read_csv(os.path.join(work, "runs", run, "metrics.csv"))
+        return float(frame["valid/mcc"].max()), [round(v, 4) for v in frame["valid/mcc"].dropna()]
+    except Exception as exc:
+        return None, f"{type(exc).__name__}"
+
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))["summary"]
+    except Exception:
+        return None
+
+
+results = {"steps": steps, "device": None}
+rows = []
+try:
+    import torch
+
+    results["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    results["torch"] = torch.__version__
+except Exception:
+    pass
+for run, step in (("graphs", "graphs5"), ("eager", "eager5")):
+    mcc, curve = best(run)
+    results[f"{run}_5_epochs"] = {"mcc_best": mcc, "mcc_per_epoch": curve, **steps.get(step, {})}
+    rows.append((f"5-epoch CoLA run, {run} ({step})", f"{steps.get(step, {}).get('seconds', '-')} s wall, "
+                 f"best valid/mcc {mcc if mcc is None else round(mcc, 4)}, per epoch {curve}"))
+tp = load("throughput.json")
+if tp:
+    p = tp["pipelines"]
+    results["per_step_batch32"] = p
+    for name in ("bare_loop", "csv", "graphs", "lightning_seed"):
+        if name in p:
+            rows.append((f"per step, MiniLM batch 32: {name}", f"{p[name]['step_ms']:.2f} ms, "
+                         f"{p[name]['samples_per_s']:.0f} samples/s"))
+    if "bare_loop" in p:
+        for name in ("csv", "graphs"):
+            if name in p:
+                rows.append((f"  {name} vs bare eager", f"{p[name]['step_ms'] / p['bare_loop']['step_ms']:.3f}x the "
+                             f"time ({p['bare_loop']['step_ms'] / p[name]['step_ms']:.2f}x faster)"))
+ti = load("throughput_inductor.json")
+if ti:
+    results["per_step_inductor"] = ti["pipelines"]
+    for name, row in ti["pipelines"].items():
+        rows.append((f"per step, MiniLM batch 32: {name}", f"{row['step_ms']:.2f} ms"))
+ho = load("host_overhead.json")
+if ho:
+    results["host_overhead"] = ho
+    for name, row in ho.items():
+        ratio = f", {row['x_bare']:.3f}x bare" if "x_bare" in row else ""
+        rows.append((f"host overhead, tiny BERT batch 32: {name}", f"{row['step_ms']:.3f} ms{ratio}"))
+results["cudagraph_skip_messages"] = text.count("skipping cudagraphs")
+rows.append(("'skipping cudagraphs' messages in the log", str(results["cudagraph_skip_messages"])))
+for name, s in steps.items():
+    rows.append((f"step {name}", f"exit {s['exit']}, {s['seconds']} s"))
+json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
+table = "| measurement | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+open(os.path.join(out, "summary.md"), "w").write(f"device: {results['device']}, torch {results.get('torch')}\n\n"
+                                                    + table + "\n")
+print(f"device: {results['device']}, torch {results.get('torch')}")
+print(table)
+PY
+echo "=== done in $(( $(date +%s) - START ))s; files in $OUT"
