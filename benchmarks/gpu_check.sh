@@ -41,8 +41,10 @@ export PYTHONPATH="$WORK/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 # step NAME BUDGET_S COMMAND...: run with a limit of min(BUDGET, time left), record rc and seconds in $WORK/steps
 SCALE=${GPU_CHECK_LIMIT_SCALE:-$([[ "$QUICK" == 1 ]] && echo 4 || echo 1)}  # a CPU compiles far slower
+ONLY=${GPU_CHECK_STEPS:-}  # e.g. "graphs5 overhead": run only these steps (a second, shorter try)
 step() {
   local name=$1 budget=$(( $2 * SCALE )); shift 2
+  if [[ -n "$ONLY" && " $ONLY " != *" $name "* ]]; then return; fi
   local remain; remain=$(left)
   (( budget > remain - 5 )) && budget=$(( remain - 5 ))
   if (( budget < 20 )); then
@@ -100,16 +102,19 @@ if [[ "$QUICK" == 1 ]]; then
   RUN5=(--max-steps 3 --limit-val-batches 2); PERSTEP=(--steps 4 --warmup 1 --repeats 1)
   OVER=(--steps 5 --warmup 2 --repeats 1)
 else
-  RUN5=(); PERSTEP=(--steps 120 --warmup 20 --repeats 2); OVER=(--steps 200 --warmup 20 --repeats 2)
+  REPEATS=${GPU_CHECK_REPEATS:-2}
+  RUN5=(); PERSTEP=(--steps 120 --warmup 20 --repeats "$REPEATS"); OVER=(--steps 200 --warmup 20 --repeats "$REPEATS")
 fi
+PIPELINES=${GPU_CHECK_PIPELINES:-csv,bare_loop,lightning_seed}
+OVER_VARIANTS=${GPU_CHECK_OVER_VARIANTS:-trainer_graphs,trainer_workers2,bare_deterministic}
 TRAIN=("$PY" scripts/train.py --model "$MINILM_DIR" --data-dir "$COLA_DIR" --logger csv --no-progress-bar
        --output-dir "$WORK/runs" "${RUN5[@]}")
 
 step graphs5 150 "${TRAIN[@]}" --run-name graphs --cuda-graphs on
 step perstep 170 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
-  --pipelines csv,bare_loop,lightning_seed --variants graphs --json "$OUT/throughput.json"
+  --pipelines "$PIPELINES" --variants graphs --json "$OUT/throughput.json"
 step overhead 110 "$PY" benchmarks/host_overhead.py --data-dir "$COLA_DIR" --tokenizer "$MINILM_DIR" --batch-size 32 \
-  "${OVER[@]}" --variants trainer_graphs,trainer_workers2,bare_deterministic --json "$OUT/host_overhead.json"
+  "${OVER[@]}" --variants "$OVER_VARIANTS" --json "$OUT/host_overhead.json"
 step eager5 160 "${TRAIN[@]}" --run-name eager
 step inductor 120 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
   --pipelines graphs_inductor --json "$OUT/throughput_inductor.json"

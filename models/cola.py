@@ -133,7 +133,9 @@ class ColaModel(TrainerModule):
                 for _ in range(3):
                     self(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids),
                          labels=torch.zeros(batch, dtype=torch.long, device=device)).loss.backward()
-        self.model.zero_grad(set_to_none=True)
+                    # The gradients live in the backward graph's memory, which its next replay overwrites: drop them
+                    # before it, as the optimizer's zero_grad does between training steps (never accumulate)
+                    self.model.zero_grad(set_to_none=True)
         self.train(was_training)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
