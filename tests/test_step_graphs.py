@@ -129,3 +129,22 @@ def test_train_refuses_graphs_with_what_they_cannot_do(tmp_path, tiny_cola, tiny
                         "on", "--output-dir", str(tmp_path / "runs"), *args, cwd=tmp_path)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("cuda, world_size, extra, expected", [
+    (True, None, [], "cudagraphs"),  # the default with one GPU
+    (False, None, [], None),  # never on a CPU unless asked
+    (True, "2", [], None),  # accelerate launch with several processes: not measured, so off
+    (True, None, ["--accumulate-grad-batches", "2"], None),
+    (True, None, ["--compile"], None),
+    (False, None, ["--cuda-graphs", "inductor"], "inductor"),
+])
+def test_cuda_graphs_auto_is_on_with_one_gpu_only(monkeypatch, cuda, world_size, extra, expected):
+    from scripts import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert train.step_graphs(train.build_parser().parse_args(extra)) == expected
