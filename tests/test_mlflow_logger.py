@@ -203,3 +203,22 @@ def test_a_server_killed_mid_run_costs_mlflow_only(server, model_dir, tiny_cola,
     assert frame.dropna(subset=["train/loss_step"])["step"].tolist() == list(range(1, 13))
     assert frame.dropna(subset=["valid/mcc"])["step"].tolist() == [6, 12]
     assert (tmp_path / "out" / "run" / "checkpoints" / "best" / "model.safetensors").exists()
+
+
+def test_a_group_nests_its_runs_under_one_parent_run(tmp_path):
+    """`--run-group` (sweep.py's trials): every run of the group has the same parent run, named after the group."""
+    from tracking.mlflow_logger import MlflowLogger
+
+    ids = []
+    for name in ("trial-0000", "trial-0001"):
+        logger = MlflowLogger(str(tmp_path / name), experiment="sweeps", run_name=name, group="s1")
+        logger.log_hyperparams({"lr": 0.1})
+        logger.finalize("success")
+        ids.append(logger.run_id)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [client.get_run(run_id) for run_id in ids]
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    assert runs[1].data.tags["mlflow.parentRunId"] == parent and parent not in ids
+    assert client.get_run(parent).info.run_name == "s1" and client.get_run(parent).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    assert len(client.search_runs([experiment])) == 3
