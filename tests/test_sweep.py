@@ -119,6 +119,8 @@ def best_loss(run_dir):
 
 
 def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
+    from scripts import _cli, train
+
     assert sweep_run.code == 0
     study = load_study(sweep_run.dir)
     assert len(study.trials) == 4 and len(finished(study)) == 4
@@ -133,6 +135,8 @@ def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
         for name, value in trial.params.items():  # the run trained with the trial's parameters
             assert hparams[name] == pytest.approx(value)
         assert hparams["max_epochs"] == 2 and hparams["monitor"] == "valid/mcc"  # fixed flags reach every trial
+        again = _cli.parse_args(train.build_parser(), ["--config", str(run / "hparams.yaml")], train.HPARAM_EXTRAS)
+        assert {k: getattr(again, k) for k in trial.params} == trial.params  # train.py --config runs it again
         losses = best_loss(run)
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert status["status"] == "finished" and len(losses) == 2
