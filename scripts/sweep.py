@@ -401,6 +401,11 @@ def requeue_killed(study, workers_dir: str) -> list[int]:
             continue
         finally:
             os.close(fd)
+    for name in os.listdir(workers_dir):  # the lock files of processes that are gone
+        fd = _lock_file(os.path.join(workers_dir, name))
+        if fd is not None:
+            os.remove(os.path.join(workers_dir, name))
+            os.close(fd)
     return requeued
 
 

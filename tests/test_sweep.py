@@ -275,6 +275,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, ti
         hparams = yaml.safe_load((sweep_dir / f"trial-{number:04d}" / "hparams.yaml").read_text())
         assert hparams["sweep"]["trial"] == number and hparams["lr"] == pytest.approx(study.trials[number].params["lr"])
     assert yaml.safe_load((sweep_dir / "trial-0001" / "status.yaml").read_text())["status"] == "running"  # kept
+    assert list((sweep_dir / "workers").iterdir()) == []  # the killed process's lock file is cleared away
 
     again = run_script("sweep.py", "--name", "k", "--output-dir", str(tmp_path / "sweeps"), "--n-trials", "3",
                        "--resume", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
