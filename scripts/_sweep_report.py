@@ -66,8 +66,9 @@ def _intermediate(study, metric: str):
         if trial.intermediate_values:
             epochs = sorted(trial.intermediate_values)
             pruned = trial.state == TrialState.PRUNED
+            label = f"{trial.number} (pruned)" if pruned else str(trial.number)
             ax.plot(epochs, [trial.intermediate_values[e] for e in epochs], marker="x" if pruned else "o",
-                    linestyle="--" if pruned else "-", alpha=0.8, label=f"{trial.number}{' (pruned)' if pruned else ''}")
+                    linestyle="--" if pruned else "-", alpha=0.8, label=label)
     ax.set(title=f"{metric} after each epoch", xlabel="epoch", ylabel=metric)
     ax.grid(alpha=0.3)
     if len(study.trials) <= 20:

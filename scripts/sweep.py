@@ -352,7 +352,8 @@ def settle(args, fixed: list[str], space: dict | None, space_text: str | None, s
     if fixed and fixed != saved.get("train_args"):
         differ.append(f"train.py flags {shlex.join(saved.get('train_args') or [])!r} -> {shlex.join(fixed)!r}")
     if space is not None and space != saved.get("space"):
-        differ.append(f"--space: {', '.join(sorted(set(map(str, space)) ^ set(map(str, saved.get('space') or {})))) or 'other ranges'}")
+        changed = sorted(set(map(str, space)) ^ set(map(str, saved.get("space") or {})))
+        differ.append(f"--space: {', '.join(changed) or 'other ranges'}")
     if differ:
         raise _cli.UsageError(f"cannot resume the sweep with other settings than its own ({'; '.join(differ)}); "
                               "leave them out to use the sweep's, or start a new --name")

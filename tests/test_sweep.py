@@ -283,7 +283,8 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, ti
 
 
 @pytest.mark.parametrize("space, fragment", [
-    ("lr: {low: 1.0e-5, high: 1.0e-4}\nlearning_rate: {low: 0.1, high: 0.2}\n", "learning_rate: not a flag of train.py"),
+    ("lr: {low: 1.0e-5, high: 1.0e-4}\nlearning_rate: {low: 0.1, high: 0.2}\n",
+     "learning_rate: not a flag of train.py"),
     ("run_name: [a, b]\n", "run_name: set by sweep.py"),
     ("lr: {low: 1.0e-3, high: 1.0e-5}\n", "lr: the range is empty: low 0.001 > high 1e-05"),
     ("batch_size: {choices: []}\n", "batch_size: choices is empty"),

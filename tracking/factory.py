@@ -60,8 +60,8 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
 def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, timeout: float = 60.0,
                  **options) -> ExperimentLogger:
     """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, group,
-    tags, confusion_matrix; the MLflow backend: mlflow_experiment, run_name, group). `timeout`: seconds a backend may take over
-    one call before it is switched off."""
+    tags, confusion_matrix; the MLflow backend: mlflow_experiment, run_name, group). `timeout`: seconds a backend
+    may take over one call before it is switched off."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()

@@ -170,8 +170,8 @@ class Pruning(Callback):
 
     `trial` is anything with `report(value, step)` and `should_prune()`, such as an `optuna.Trial`; the step is the
     epoch. The run then ends normally: checkpoints, summary and report are written. `values` holds every reported
-    value by epoch; `pruned_epoch` says where the trial was pruned, and `stop_status` is "pruned" then, which tells the
-    script how to record the run. Whoever drives the search turns a pruned run into the trial's verdict."""
+    value by epoch; `pruned_epoch` says where the trial was pruned, and `stop_status` is "pruned" then, which tells
+    the script how to record the run. Whoever drives the search turns a pruned run into the trial's verdict."""
 
     def __init__(self, trial, monitor: str) -> None:
         self.trial, self.monitor = trial, monitor
