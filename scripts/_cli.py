@@ -86,6 +86,8 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logger", type=logger_spec, default="csv",
                    help="trackers on top of the local files every run writes, comma-separated: wandb, tensorboard, "
                         "mlflow, csv, none (default: %(default)s)")
+    p.add_argument("--run-group", default=None, metavar="NAME",
+                   help="a group of runs: the W&B group, the MLflow parent run (sweep.py puts a sweep's trials in one)")
     p.add_argument("--logger-timeout", type=positive_float, default=60.0,
                    help="seconds a tracker may take over one call before it is switched off for the rest of the "
                         "run; training never waits longer (default: %(default)s)")
@@ -107,7 +109,8 @@ def add_logger_args(p: argparse.ArgumentParser) -> None:
 
 def logger_options(args, run_name: str) -> dict:
     return {"project": args.wandb_project, "entity": args.wandb_entity, "mode": args.wandb_mode,
-            "run_name": run_name, "tags": args.wandb_tags, "confusion_matrix": args.confusion_matrix,
+            "run_name": run_name, "group": args.run_group, "tags": args.wandb_tags,
+            "confusion_matrix": args.confusion_matrix,
             "mlflow_experiment": args.mlflow_experiment, "timeout": args.logger_timeout}
 
 

@@ -36,7 +36,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "resume", "run_name", "output_dir", "config", "max_epochs", "max_steps", "log_every_n_steps",
     "save_every_n_steps", "no_progress_bar", "num_workers", "compile", "logger", "log_model", "max_examples",
     "wandb_project", "wandb_entity", "wandb_mode", "wandb_tags", "confusion_matrix", "mlflow_experiment",
-    "logger_timeout",
+    "logger_timeout", "run_group",
 })
 # What a run folder holds once it has recorded anything; a folder with none of these may be started afresh.
 RESULTS = ("metrics.csv", "summary.yaml", "report.html", "checkpoints", "tables", "plots")

@@ -190,7 +190,9 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
     try:
         trainer.fit(model, datamodule.train_dataloader(num_processes=trainer.accelerator.num_processes),
                     datamodule.val_dataloader(), ckpt_path=resume_from)
-        status, code = "finished", 0
+        # A callback that stopped the run for a reason of its own names it (a sweep's pruned trial: "pruned").
+        status = next((s for cb in trainer.callbacks if (s := getattr(cb, "stop_status", None))), "finished")
+        code = 0
     except NonFiniteLossError as exc:
         print(f"error: {exc}; {last_good(trainer, checkpoint, args)}. Start a new run with a lower --lr.",
               file=sys.stderr)
@@ -202,7 +204,7 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
         status, code = "failed", _cli.EXIT_USAGE
         print(f"error: cannot resume: {exc}", file=sys.stderr)
     finally:
-        _cli.finalize_logger(trainer.logger, "success" if status == "finished" else status)
+        _cli.finalize_logger(trainer.logger, "success" if code == 0 else status)
         if run is not None:
             run.set_status(status, trainer.global_step)
     if code == 0 and trainer.is_main_process:
@@ -286,7 +288,7 @@ def write_report(run_dir: str) -> None:
 
 
 HPARAM_EXTRAS = ("optimizer", "lr_schedule", "git_commit", "data", "official_metrics", "num_processes",
-                 "global_batch_size", "versions")  # what hyperparameters() records besides the flags
+                 "global_batch_size", "versions", "sweep")  # what a run records besides its flags (sweep.py: "sweep")
 
 
 def hyperparameters(args, source, trainer) -> dict:

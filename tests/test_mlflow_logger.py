@@ -225,3 +225,24 @@ def test_a_long_hyperparameter_is_cut_to_mlflows_limit_and_a_resume_keeps_the_fi
     assert run.data.params["model.name"] == "tiny" and run.data.params["lr"] == "0.001"
     assert run.data.params["max_epochs"] == "9"  # new names are added
     assert run.data.tags["mlflow.source.git.commit"] == "abc123"
+
+
+def test_a_group_nests_its_runs_under_one_parent_run(tmp_path, monkeypatch):
+    """`--run-group` (sweep.py's trials): every run of the group has the same parent run, named after the group."""
+    from tracking.mlflow_logger import MlflowLogger
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    ids = []
+    for name in ("trial-0000", "trial-0001"):
+        logger = MlflowLogger(str(tmp_path / name), experiment="sweeps", run_name=name, group="s1")
+        logger.log_hyperparams({"lr": 0.1})
+        logger.finalize("success")
+        ids.append(logger.run_id)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [client.get_run(run_id) for run_id in ids]
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    assert runs[1].data.tags["mlflow.parentRunId"] == parent and parent not in ids
+    assert client.get_run(parent).info.run_name == "s1" and client.get_run(parent).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    assert len(client.search_runs([experiment])) == 3

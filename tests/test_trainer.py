@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tracking import CSVLogger
-from trainer import Callback, EarlyStopping, ModelCheckpoint, Trainer, TrainerModule
+from trainer import Callback, EarlyStopping, ModelCheckpoint, Pruning, Trainer, TrainerModule
 
 X = torch.arange(10, dtype=torch.float32).unsqueeze(1)  # x = 0..9, mean 4.5
 Y = 2 * X + 1
@@ -176,6 +176,39 @@ def test_early_stopping_after_patience_validations_without_improvement():
     trainer.fit(module, loader(), loader())
     assert trainer.current_epoch == 3 and trainer.global_step == 4
     assert stopper.best_score == 0.5 and stopper.wait_count == 2 and stopper.stopped_step == 4
+
+
+class FakeTrial:
+    """What `Pruning` needs of an Optuna trial: it says prune once a reported value exceeds `limit`."""
+
+    def __init__(self, limit):
+        self.limit, self.reported = limit, []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return self.reported[-1][1] > self.limit
+
+
+def test_pruning_reports_each_validation_and_asks_the_trainer_to_stop(tmp_path):
+    trial = FakeTrial(limit=0.8)
+    pruning = Pruning(trial, monitor="valid/loss")
+    trainer = Trainer(max_epochs=5, limit_train_batches=1, callbacks=[pruning], enable_progress_bar=False,
+                      logger=CSVLogger(str(tmp_path)))
+    trainer.fit(Toy(valid_losses=[0.5, 0.7, 0.9, 0.1, 0.1]), loader(), loader())
+    assert trial.reported == [(0, 0.5), (1, pytest.approx(0.7)), (2, pytest.approx(0.9))]
+    assert trainer.current_epoch == 2 and trainer.global_step == 3  # stopped after the third validation
+    assert pruning.pruned_epoch == 2 and pruning.stop_status == "pruned"
+    trainer.logger.finalize()
+    summary = __import__("yaml").safe_load((tmp_path / "summary.yaml").read_text())
+    assert summary["pruned"] is True and summary["pruned/epoch"] == 2 and summary["pruned/step"] == 3
+    assert summary["pruned/valid/loss"] == pytest.approx(0.9)
+
+    kept = Pruning(FakeTrial(limit=1.0), monitor="valid/loss")
+    Trainer(max_epochs=3, limit_train_batches=1, callbacks=[kept], enable_progress_bar=False).fit(
+        Toy(valid_losses=[0.5, 0.7, 0.9]), loader(), loader())
+    assert kept.stop_status is None and sorted(kept.values) == [0, 1, 2]
 
 
 def test_model_checkpoint_keeps_the_best_weights(tmp_path):

@@ -251,3 +251,14 @@ def test_confusion_matrix_flag_picks_the_charts_and_no_key_holds_two_kinds(tmp_p
                 kinds.setdefault(key[: -len("._type")], set()).add(value)
     assert kinds == {"Confusion Matrix": {"image-file"}, "cm": {"table-file"}, "roc_table": {"table-file"},
                      "pr_table": {"table-file"}}  # no `conf`, and one kind per key
+
+
+def test_a_run_group_is_the_w_and_b_group(tmp_path):
+    """`--run-group` (sweep.py's trials share one): the run's W&B group."""
+    from tracking.wandb_logger import WandbLogger
+
+    logger = WandbLogger(str(tmp_path / "run"), mode="offline", run_name="trial-0003", group="s1")
+    try:
+        assert logger.run.group == "s1" and logger.run.name == "trial-0003"
+    finally:
+        logger.finalize("success")

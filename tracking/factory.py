@@ -24,7 +24,7 @@ def _none(run_dir: str, **_options) -> ExperimentLogger:
 def _wandb(run_dir: str, **options) -> ExperimentLogger:
     from tracking.wandb_logger import WandbLogger  # wandb is imported only when asked for
 
-    known = ("project", "entity", "mode", "run_name", "tags", "confusion_matrix")
+    known = ("project", "entity", "mode", "run_name", "group", "tags", "confusion_matrix")
     return WandbLogger(run_dir, **{k: v for k, v in options.items() if k in known and v is not None})
 
 
@@ -37,7 +37,7 @@ def _tensorboard(run_dir: str, **_options) -> ExperimentLogger:
 def _mlflow(run_dir: str, **options) -> ExperimentLogger:
     from tracking.mlflow_logger import MlflowLogger  # mlflow is imported only when asked for
 
-    named = {"mlflow_experiment": "experiment", "run_name": "run_name"}
+    named = {"mlflow_experiment": "experiment", "run_name": "run_name", "group": "group"}
     return MlflowLogger(run_dir, **{named[k]: v for k, v in options.items() if k in named and v is not None})
 
 
@@ -59,9 +59,9 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
 
 def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, timeout: float = 60.0,
                  **options) -> ExperimentLogger:
-    """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, tags,
-    confusion_matrix; the MLflow backend: mlflow_experiment, run_name). `timeout`: seconds a backend may take over
-    one call before it is switched off."""
+    """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, group,
+    tags, confusion_matrix; the MLflow backend: mlflow_experiment, run_name, group). `timeout`: seconds a backend
+    may take over one call before it is switched off."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()

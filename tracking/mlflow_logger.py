@@ -28,12 +28,14 @@ def _key(name) -> str:  # a name as MLflow accepts it: letters, digits, `_ - . /
 class MlflowLogger(ExperimentLogger):
     name = "mlflow"
 
-    def __init__(self, run_dir: str, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None) -> None:
+    def __init__(self, run_dir: str, experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
+                 group: str | None = None) -> None:
+        """`group`: the run is nested under a parent run of that name (one per group and experiment)."""
         if importlib.util.find_spec("mlflow") is None:  # stop at start, not at the first call; import it there
             raise ModuleNotFoundError("No module named 'mlflow': pip install -e '.[mlflow]'")
         for var, value in HTTP_ENV.items():
             os.environ.setdefault(var, value)
-        self.run_dir, self.experiment_name, self.run_name = run_dir, experiment, run_name
+        self.run_dir, self.experiment_name, self.run_name, self.group = run_dir, experiment, run_name, group
         output, server = Path(run_dir).resolve().parent, os.environ.get("MLFLOW_TRACKING_URI")
         self.tracking_uri = server or f"sqlite:///{output / 'mlflow.db'}"
         self._artifact_root = None if server else (output / "mlartifacts").as_uri()
@@ -59,12 +61,25 @@ class MlflowLogger(ExperimentLogger):
                 found = client.get_experiment_by_name(self.experiment_name)
                 experiment_id = found.experiment_id if found else client.create_experiment(
                     self.experiment_name, artifact_location=self._artifact_root)
-                run_id = client.create_run(experiment_id, run_name=self.run_name,
-                                           tags={"run_dir": str(Path(self.run_dir).resolve())}).info.run_id
+                tags = {"run_dir": str(Path(self.run_dir).resolve())}
+                if self.group:  # nested under the group's parent run
+                    tags["mlflow.parentRunId"] = self._group_parent(experiment_id)
+                run_id = client.create_run(experiment_id, run_name=self.run_name, tags=tags).info.run_id
                 self._id_file.parent.mkdir(parents=True, exist_ok=True)
                 self._id_file.write_text(run_id)
             self.run_id = run_id
         return self.run_id
+
+    def _group_parent(self, experiment_id: str) -> str:
+        """The run that holds the group's runs as nested runs: found by its `group` tag, else created (finished at
+        once: it holds no values of its own)."""
+        group = self.group.replace("'", "")
+        found = self.client.search_runs([experiment_id], filter_string=f"tags.group = '{group}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        parent = self.client.create_run(experiment_id, run_name=group, tags={"group": group}).info.run_id
+        self.client.set_terminated(parent)
+        return parent
 
     def log_hyperparams(self, params) -> None:
         from mlflow.entities import Param

@@ -301,6 +301,18 @@ def build_report(run_dirs: list[str], output: str) -> str:
             body.append(image)
     body.append("</div>")
     body.extend(_run_section(run, heading=len(runs) > 1) for run in runs)
+    return write_page(title, body, output)
+
+
+# For other pages built on this one's look (scripts/sweep.py's sweep report): what they pass is generic, tables and
+# figures, never a run's meaning.
+figure_html = _png  # a matplotlib Figure as an embedded <img>
+table_html = _table  # a DataFrame as a table, sortable by a click on a column
+
+
+def write_page(title: str, body: list[str], output: str) -> str:
+    """A self-contained HTML page of `body` (HTML fragments) with this report's style and its sorting/filtering
+    script, written atomically to `output`; returns the path."""
     document = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                 f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{SCRIPT}</script></body></html>")
     tmp = f"{output}.tmp"

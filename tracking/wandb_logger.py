@@ -69,6 +69,7 @@ class WandbLogger(ExperimentLogger):
         mode: str | None = None,
         run_name: str | None = None,
         tags: Sequence[str] = (),
+        group: str | None = None,
         confusion_matrix: Sequence[str] = tuple(CONFUSION_METHODS),
         init_timeout: float = 30.0,
         finish_timeout: float = 60.0,
@@ -84,7 +85,8 @@ class WandbLogger(ExperimentLogger):
         # A run folder keeps its W&B run id, so a resumed training run continues the same W&B run.
         self._id_file = os.path.join(run_dir, "wandb", "run-id")
         run_id = open(self._id_file, encoding="utf-8").read().strip() if os.path.isfile(self._id_file) else None
-        kwargs = dict(project=project, entity=entity, name=run_name, tags=list(tags) or None, dir=run_dir,
+        kwargs = dict(project=project, entity=entity, name=run_name, group=group, tags=list(tags) or None,
+                      dir=run_dir,
                       # silent: W&B's own lines would land after the script's last line (the JSON summary);
                       # this backend says what matters itself, on stderr
                       settings=wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout,

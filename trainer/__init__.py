@@ -1,5 +1,5 @@
 """A generic training loop on Accelerate with Lightning's hooks; it knows no dataset and no model family."""
-from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint
+from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint, Pruning
 from trainer.module import TrainerModule
 from trainer.checkpoint import CheckpointError
 from trainer.trainer import NonFiniteLossError, Trainer
@@ -26,4 +26,4 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
-__all__ = ["BestScores", "Callback", "CheckpointError", "EarlyStopping", "ModelCheckpoint", "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]
+__all__ = ["BestScores", "Callback", "CheckpointError", "EarlyStopping", "ModelCheckpoint", "Pruning", "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]

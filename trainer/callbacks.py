@@ -162,3 +162,40 @@ class BestScores(Callback):
 
     def on_fit_end(self, trainer, module):
         trainer.logger.log_summary(self.summary())
+
+
+class Pruning(Callback):
+    """Report `monitor` after each validation to a hyperparameter search's `trial` and ask the trainer to stop when
+    the trial should be pruned (Optuna's `PyTorchLightningPruningCallback`, without the exception inside the loop).
+
+    `trial` is anything with `report(value, step)` and `should_prune()`, such as an `optuna.Trial`; the step is the
+    epoch. The run then ends normally: checkpoints, summary and report are written. `values` holds every reported
+    value by epoch; `pruned_epoch` says where the trial was pruned, and `stop_status` is "pruned" then, which tells
+    the script how to record the run. Whoever drives the search turns a pruned run into the trial's verdict."""
+
+    def __init__(self, trial, monitor: str) -> None:
+        self.trial, self.monitor = trial, monitor
+        self.values: dict[int, float] = {}
+        self.pruned_epoch: int | None = None
+
+    @property
+    def stop_status(self) -> str | None:
+        return "pruned" if self.pruned_epoch is not None else None
+
+    def on_validation_end(self, trainer, module):
+        if self.monitor not in trainer.callback_metrics:
+            known = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise KeyError(f"Pruning monitors {self.monitor!r}, which was not logged (logged: {known})")
+        value = float(trainer.callback_metrics[self.monitor])
+        epoch = trainer.current_epoch
+        self.values[epoch] = value
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer, module):
+        if self.pruned_epoch is not None:
+            trainer.logger.log_summary({"pruned": True, "pruned/epoch": self.pruned_epoch,
+                                        "pruned/step": trainer.global_step,
+                                        f"pruned/{self.monitor}": self.values[self.pruned_epoch]})

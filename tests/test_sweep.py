@@ -1,0 +1,345 @@
+"""scripts/sweep.py: Optuna sweeps whose trials are train.py runs; finishing, pruning, kill and resume, the report,
+and the refusals. Each trial is a tiny random BERT on 48 sentences for 1-2 epochs."""
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, assert_one_line_error, run_script, tiny_bert
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tiny_bert(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def fixed_flags(model_dir, tiny_cola, epochs=2):
+    return ["--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-epochs", str(epochs),
+            "--log-every-n-steps", "50", "--no-progress-bar"]
+
+
+def sweep_inprocess(argv, capsys):
+    """sweep.py's main as the script runs it: (exit code, stdout, stderr); argparse's exit is an exit code too."""
+    from scripts import _cli, sweep
+
+    try:
+        code = _cli.run_main(sweep.main, argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def load_study(sweep_dir):
+    return optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+
+
+def finished(study):
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in study.trials if t.state in states]
+
+
+# The learning rate decides whether valid/loss falls (0.01) or stays where the random head put it (1e-7): with the
+# random sampler's seed 3 the first trial learns and a later one does not, and the median pruner (one start-up trial)
+# stops it after its first epoch.
+SPACE = "lr: {choices: [0.01, 1.0e-7]}\nwarmup_ratio: {low: 0.0, high: 0.2}\nbatch_size: [8, 16]\n"
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory, tiny_cola, model_dir):
+    work = tmp_path_factory.mktemp("sweep")
+    (work / "space.yaml").write_text(SPACE)
+    argv = ["--name", "s", "--output-dir", str(work / "sweeps"), "--space", str(work / "space.yaml"), "--n-trials",
+            "4", "--metric", "valid/loss", "--sampler", "random", "--sampler-seed", "3", "--pruner-startup-trials", "1",
+            *fixed_flags(model_dir, tiny_cola)]
+    from accelerate.state import AcceleratorState, GradientState
+
+    from scripts import _cli, sweep
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("WANDB_MODE", "offline")
+        code = _cli.run_main(sweep.main, argv)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return SimpleNamespace(code=code, dir=work / "sweeps" / "s", argv=argv,
+                           fixed=fixed_flags(model_dir, tiny_cola))
+
+
+def html_table(document: str, table_id: str) -> pd.DataFrame:
+    """The table `table_id` of an HTML page, its cells as text (pandas.read_html would need lxml)."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.inside, self.rows, self.cell = False, [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table" and dict(attrs).get("id") == table_id:
+                self.inside = True
+            elif self.inside and tag == "tr":
+                self.rows.append([])
+            elif self.inside and tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.inside = False
+            elif self.inside and tag in ("td", "th"):
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    cells = Cells()
+    cells.feed(document)
+    header, *rows = cells.rows
+    return pd.DataFrame(rows, columns=header)
+
+
+def best_loss(run_dir):
+    frame = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["valid/loss_epoch"])
+    return frame["valid/loss_epoch"].tolist()
+
+
+def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
+    from scripts import _cli, train
+
+    assert sweep_run.code == 0
+    study = load_study(sweep_run.dir)
+    assert len(study.trials) == 4 and len(finished(study)) == 4
+    assert sorted(p.name for p in sweep_run.dir.glob("trial-*")) == [f"trial-{n:04d}" for n in range(4)]
+    for trial in study.trials:
+        run = sweep_run.dir / f"trial-{trial.number:04d}"
+        hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+        summary = yaml.safe_load((run / "summary.yaml").read_text())
+        status = yaml.safe_load((run / "status.yaml").read_text())
+        assert hparams["sweep"] == {"name": "s", "trial": trial.number} and summary["sweep/trial"] == trial.number
+        assert hparams["output_dir"] == str(sweep_run.dir) and hparams["run_name"] == run.name
+        for name, value in trial.params.items():  # the run trained with the trial's parameters
+            assert hparams[name] == pytest.approx(value)
+        assert hparams["max_epochs"] == 2 and hparams["monitor"] == "valid/mcc"  # fixed flags reach every trial
+        again = _cli.parse_args(train.build_parser(), ["--config", str(run / "hparams.yaml")], train.HPARAM_EXTRAS)
+        assert {k: getattr(again, k) for k in trial.params} == trial.params  # train.py --config runs it again
+        losses = best_loss(run)
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert status["status"] == "finished" and len(losses) == 2
+            assert trial.value == pytest.approx(min(losses), abs=1e-6)  # the best valid/loss of the run
+        else:
+            assert status["status"] == "pruned" and summary["pruned"] is True
+        assert [trial.intermediate_values[e] for e in sorted(trial.intermediate_values)] == \
+            pytest.approx(losses, abs=1e-6)
+    saved = yaml.safe_load((sweep_run.dir / "sweep.yaml").read_text())
+    assert saved["metric"] == "valid/loss" and saved["direction"] == "min" and saved["train_args"] == sweep_run.fixed
+    assert yaml.safe_load((sweep_run.dir / "space.yaml").read_text()) == yaml.safe_load(SPACE)
+    assert list((sweep_run.dir / "workers").iterdir()) == []  # the worker's lock went with it
+
+
+def test_a_trial_whose_metric_is_bad_is_pruned_and_keeps_its_folder(sweep_run):
+    study = load_study(sweep_run.dir)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.number, t.params, t.intermediate_values) for t in study.trials]
+    for trial in pruned:
+        run = sweep_run.dir / f"trial-{trial.number:04d}"
+        losses = best_loss(run)
+        epoch = trial.user_attrs["pruned_epoch"]
+        assert len(losses) == epoch + 1 < 2  # stopped after that validation, before max_epochs
+        # Worse than the median of the earlier finished trials at that epoch (computed from their metrics.csv).
+        earlier = [best_loss(sweep_run.dir / f"trial-{t.number:04d}")[epoch] for t in study.trials
+                   if t.number < trial.number and t.state == optuna.trial.TrialState.COMPLETE]
+        assert earlier and losses[epoch] > pd.Series(earlier).median()
+        summary = yaml.safe_load((run / "summary.yaml").read_text())
+        assert summary["pruned/epoch"] == epoch and summary["pruned/valid/loss"] == pytest.approx(losses[epoch])
+        assert (run / "checkpoints" / "best" / "config.json").is_file() and (run / "report.html").is_file()
+
+
+def test_the_report_sorts_the_trials_and_gives_the_best_command(sweep_run):
+    study = load_study(sweep_run.dir)
+    document = (sweep_run.dir / "report.html").read_text()
+    assert "http://" not in document and "https://" not in document and "<script src" not in document
+    table = html_table(document, "trials")
+    assert len(table) == 4
+    complete = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: (t.value, t.number))
+    values = [float(v) for v in table["valid/loss"][:len(complete)]]
+    assert values == sorted(values) == pytest.approx([t.value for t in complete], abs=1e-4)
+    best = complete[0]
+    assert [int(n) for n in table["trial"][:len(complete)]] == [t.number for t in complete]
+    assert table["state"].tolist() == ["COMPLETE"] * len(complete) + ["PRUNED"] * (4 - len(complete))
+    flags = {"lr": "--lr", "warmup_ratio": "--warmup-ratio", "batch_size": "--batch-size"}
+    expected = shlex.join(["python", "scripts/train.py", *sweep_run.fixed,
+                           *(f"{flags[k]}={v!r}" for k, v in best.params.items())])
+    assert f'<pre id="best-command">{expected}</pre>' in document.replace("&#x27;", "'").replace("&quot;", '"')
+    assert document.count("data:image/png;base64,") == 3  # history, per-epoch curves, importance
+    assert "Parameter importance" in document and 'id="importance"' in document
+
+
+def test_the_best_command_reproduces_the_best_trial(sweep_run, tmp_path):
+    """The report's command, run by train.py, gives the best trial's valid/loss again (runs are deterministic)."""
+    best = load_study(sweep_run.dir).best_trial
+    flags = {"lr": "--lr", "warmup_ratio": "--warmup-ratio", "batch_size": "--batch-size"}
+    params = [f"{flags[k]}={v!r}" for k, v in best.params.items()]
+    result = run_script("train.py", *sweep_run.fixed, *params, "--output-dir", str(tmp_path), "--run-name", "again",
+                        cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert min(best_loss(tmp_path / "again")) == pytest.approx(best.value, abs=1e-6)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs "
+                                                       "them: apt-get install chromium chromium-driver)")
+def test_the_report_in_headless_chromium(sweep_run, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        driver.get(f"file://{sweep_run.dir / 'report.html'}")
+        assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        assert driver.execute_script("return document.images.length") == 3 and broken == 0
+        rows = driver.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
+        assert len(rows) == 4
+        driver.find_element(By.XPATH, "//table[@id='trials']//th[text()='trial']").click()
+        numbers = [int(r.find_elements(By.TAG_NAME, "td")[0].text) for r in
+                   driver.find_elements(By.CSS_SELECTOR, "#trials tbody tr")]
+        assert numbers == [0, 1, 2, 3]
+        study = load_study(sweep_run.dir)
+        assert driver.find_element(By.ID, "best-command").text.startswith("python scripts/train.py --model")
+        assert f"in trial {study.best_trial.number}," in driver.find_element(By.ID, "headline").text
+    finally:
+        driver.quit()
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, tiny_cola, model_dir):
+    """SIGKILL during trial 1: the resumed sweep keeps trial 0 as it was, runs trial 1's parameters again as a new
+    trial, and ends with exactly --n-trials finished trials."""
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    argv = ["--name", "k", "--output-dir", str(tmp_path / "sweeps"), "--space", str(tmp_path / "space.yaml"),
+            "--n-trials", "3", "--pruner", "none", *fixed_flags(model_dir, tiny_cola, epochs=1)]
+    sweep_dir = tmp_path / "sweeps" / "k"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sweep.py"), *argv], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (sweep_dir / "trial-0001" / "hparams.yaml").is_file():  # trial 1 is training
+            assert process.poll() is None and time.monotonic() < deadline, "trial 1 never started"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    study = load_study(sweep_dir)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+    killed_params = study.trials[1].params
+    first = {p.name: p.read_bytes() for p in (sweep_dir / "trial-0000").glob("*.*")}
+
+    result = run_script("sweep.py", *argv[:-len(fixed_flags(model_dir, tiny_cola, epochs=1))], "--resume",
+                        cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "queued again: trial 1 (running when its sweep process ended)" in result.stdout
+    study = load_study(sweep_dir)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert len(finished(study)) == 3
+    assert study.trials[1].user_attrs["killed"] is True
+    assert study.trials[2].user_attrs["retry_of"] == 1 and study.trials[2].params == killed_params
+    assert {p.name: p.read_bytes() for p in (sweep_dir / "trial-0000").glob("*.*")} == first  # not run again
+    for number in (2, 3):
+        hparams = yaml.safe_load((sweep_dir / f"trial-{number:04d}" / "hparams.yaml").read_text())
+        assert hparams["sweep"]["trial"] == number and hparams["lr"] == pytest.approx(study.trials[number].params["lr"])
+    assert yaml.safe_load((sweep_dir / "trial-0001" / "status.yaml").read_text())["status"] == "running"  # kept
+    assert list((sweep_dir / "workers").iterdir()) == []  # the killed process's lock file is cleared away
+
+    again = run_script("sweep.py", "--name", "k", "--output-dir", str(tmp_path / "sweeps"), "--n-trials", "3",
+                       "--resume", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0 and "0 of 3 trials to run" in again.stdout and len(load_study(sweep_dir).trials) == 4
+
+
+@pytest.mark.parametrize("space, fragment", [
+    ("lr: {low: 1.0e-5, high: 1.0e-4}\nlearning_rate: {low: 0.1, high: 0.2}\n",
+     "learning_rate: not a flag of train.py"),
+    ("run_name: [a, b]\n", "run_name: set by sweep.py"),
+    ("lr: {low: 1.0e-3, high: 1.0e-5}\n", "lr: the range is empty: low 0.001 > high 1e-05"),
+    ("batch_size: {choices: []}\n", "batch_size: choices is empty"),
+    ("batch_size: {low: 8.5, high: 32}\n", "batch_size: 8.5 is of the wrong type"),
+    ("lr: {low: fast, high: 1.0e-3}\n", "lr: low and high must be finite numbers"),
+    ("warmup_ratio: {low: 0.0, high: 1.5}\n", "warmup_ratio: 1.5 is of the wrong type or out of range"),
+    ("precision: [32, bf8]\n", "precision: choice 'bf8' is of the wrong type"),
+    ("compile: {low: 0, high: 1}\n", "--compile is a switch"),
+    ("lr: {low: 0.0, high: 1.0e-3, log: true}\n", "a log range needs low > 0"),
+    ("lr: 0.001\n", "fix a value on the command line instead"),
+    ("- lr\n", "expected a mapping of train.py flags"),
+])
+def test_a_bad_space_is_one_line_and_writes_nothing(space, fragment, tmp_path, tiny_cola, model_dir, capsys):
+    (tmp_path / "space.yaml").write_text(space)
+    result = sweep_inprocess(["--name", "bad", "--output-dir", str(tmp_path / "out"), "--space",
+                              str(tmp_path / "space.yaml"), *fixed_flags(model_dir, tiny_cola)], capsys)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--lr", "1e-3"], "--lr is both fixed on the command line and searched"),
+    (["--run-name", "x"], "--run-name: set by sweep.py for each trial"),
+    (["--bogus", "1"], "sweep.py: error: unrecognized arguments: --bogus 1"),
+    (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+    (["--metric", "valid/nope"], "--metric 'valid/nope' is not a metric this model logs"),
+    (["--resume"], "--resume needs the --name"),
+])
+def test_bad_flags_are_one_line_and_write_nothing(extra, fragment, tmp_path, tiny_cola, model_dir, capsys):
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-5, high: 1.0e-4, log: true}\n")
+    name = [] if extra == ["--resume"] else ["--name", "bad"]
+    result = sweep_inprocess([*name, "--output-dir", str(tmp_path / "out"), "--space", str(tmp_path / "space.yaml"),
+                              *fixed_flags(model_dir, tiny_cola), *extra], capsys)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_sweep_needs_resume_and_the_same_settings(sweep_run, capsys):
+    output, before = str(sweep_run.dir.parent), sorted(p.name for p in sweep_run.dir.rglob("*"))
+    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--n-trials", "4"], capsys)
+    assert_one_line_error(result, f"sweep folder {sweep_run.dir} already exists; pass --resume")
+    other = sweep_run.dir.parent.parent / "other.yaml"
+    other.write_text("lr: {low: 1.0e-5, high: 1.0e-4}\n")
+    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--resume", "--space", str(other)], capsys)
+    assert_one_line_error(result, "cannot resume the sweep with other settings than its own (--space: batch_size, "
+                                  "warmup_ratio)")
+    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--resume", "--metric", "valid/acc"], capsys)
+    assert_one_line_error(result, "--metric 'valid/loss' -> 'valid/acc'")
+    assert sorted(p.name for p in sweep_run.dir.rglob("*")) == before
+
+
+def test_the_script_refuses_in_one_line(tmp_path):
+    """As a user runs it: a real process, exit code 2, one line."""
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-3, high: 1.0e-5}\n")
+    result = run_script("sweep.py", "--name", "x", "--output-dir", str(tmp_path / "out"), "--space",
+                        str(tmp_path / "space.yaml"), cwd=tmp_path)
+    assert_one_line_error(result, "the range is empty")
+    assert not (tmp_path / "out").exists()
