@@ -47,13 +47,22 @@ def test_every_run_folder_holds_the_local_record_and_says_where_it_is_first(trai
     assert metrics["valid/acc"] == pytest.approx(pd.read_csv(work / "runs" / "ev" / "metrics.csv")["valid/acc"].iloc[-1])
 
 
+def ctrl_c_as_from_a_shell():
+    """In the child before exec: SIGINT handled by default and not blocked, as a shell starts a program. A library
+    in the pytest worker may have left SIGINT ignored or blocked (ignored and blocked signals pass to children), and
+    the child would then train on through Ctrl-C (seen once in CI: no output, a 120 s time-out)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_naming_the_step_and_the_resume_command(tmp_path, trained, tiny_cola):
     _, model, _, _ = trained
     args = ["--model", str(model), "--data-dir", str(tiny_cola), "--max-epochs", "500", "--patience", "100000",
             "--batch-size", "8", "--no-progress-bar", "--save-every-n-steps", "2", "--log-every-n-steps", "1",
             "--run-name", "c"]
     process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV},
+                               preexec_fn=ctrl_c_as_from_a_shell)
     state = tmp_path / "runs" / "c" / "checkpoints" / "last" / "trainer_state.pt"
     deadline = time.monotonic() + 120
     while not state.is_file():
