@@ -51,12 +51,12 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def _lock(path: str):
-    """An exclusive, non-blocking flock on the folder `path`; the open descriptor, or None when another process
-    holds it. Closing the descriptor (or the process ending) releases it."""
+def _lock(path: str, flags: int = os.O_RDONLY):
+    """An exclusive, non-blocking flock on `path` (a folder, or with `flags` a file); the open descriptor, or None
+    when another process holds it. Closing the descriptor (or the process ending) releases it."""
     import fcntl
 
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, flags, 0o644)  # the mode of a file it creates
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

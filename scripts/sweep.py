@@ -365,18 +365,9 @@ def settle(args, fixed: list[str], space: dict | None, space_text: str | None, s
 
 def _lock_file(path: str):
     """An exclusive flock on `path` (created), or None when another process holds it."""
-    import errno
-    import fcntl
+    from scripts._rundir import _lock
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
+    return _lock(path, os.O_RDWR | os.O_CREAT)
 
 
 def requeue_killed(study, workers_dir: str) -> list[int]:
