@@ -92,6 +92,17 @@ class ColaModel(TrainerModule):
         self.precision_micro_metric = MulticlassPrecision(average="micro", **kw)
         self.recall_micro_metric = MulticlassRecall(average="micro", **kw)
 
+    def _set_problem_type(self) -> None:
+        """transformers sets `config.problem_type` in the first forward, which makes torch.compile compile twice."""
+        if getattr(self.model.config, "problem_type", "") is None:
+            self.model.config.problem_type = "single_label_classification"  # what it sets for class-index labels
+
+    def compile_model(self) -> None:
+        """`--compile`: torch.compile the transformer in place, with dynamic shapes (parameter names, checkpoints and
+        hooks stay as they are). Training and validation (no autograd) are compiled once each."""
+        self._set_problem_type()
+        self.model.compile(dynamic=True)
+
     def use_step_graphs(self, batch_size: int, backend="cudagraphs", lengths=()) -> None:
         """Run the training forward and backward of every full batch (`batch_size` rows) through `torch.compile` with
         static shapes: one compilation per padded length (pad training batches to a few lengths, see the data
@@ -109,8 +120,7 @@ class ColaModel(TrainerModule):
         for name in ("recompile_limit", "cache_size_limit"):  # one entry per padded length; 8 by default
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 32))
-        if getattr(self.model.config, "problem_type", "") is None:  # set by the first forward, which would recompile
-            self.model.config.problem_type = "single_label_classification"  # what it sets for class-index labels
+        self._set_problem_type()
         if backend == "inductor":
             compiled = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
         else:

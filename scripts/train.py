@@ -167,7 +167,7 @@ def train(args, trainer, run, run_dir, resume_from, source, official, argv, call
             run.abandon()
         raise
     if args.compile:
-        model.model.compile(dynamic=True)  # in place: parameter names, checkpoints and hooks stay as they are
+        model.compile_model()
     if graphs:
         model.use_step_graphs(args.batch_size, backend=graphs, lengths=datamodule.train_shapes())
 

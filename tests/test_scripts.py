@@ -184,9 +184,11 @@ def test_a_pickle_checkpoint_carrying_code_is_refused_and_never_run(tmp_path, mo
 
 
 def test_compile_trains_the_same_steps_as_eager(train_run, tiny_cola, model_dir, tmp_path):
-    """--compile changes how the forward runs, not what it computes: the same losses to float tolerance."""
+    """--compile changes how the forward runs, not what it computes: the same losses to float tolerance. Batches are
+    padded to one length (16, not the batch size, which dynamic shapes would specialise on), so inductor compiles
+    once for training and once for validation: minutes on a CPU, most of this test's time."""
     args = ["--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-steps", "4", "--batch-size", "8", "--lr",
-            "1e-3", "--log-every-n-steps", "1", "--no-progress-bar", "--logger", "csv"]
+            "1e-3", "--log-every-n-steps", "1", "--no-progress-bar", "--logger", "csv", "--pad-to-multiple-of", "16"]
     losses = {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):
         result = run_script("train.py", *args, "--run-name", name, *extra, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
