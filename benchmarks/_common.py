@@ -132,3 +132,25 @@ def minilm_path() -> str:
     from models.cola import resolve_model_path
 
     return resolve_model_path("minilm")
+
+
+def run_interleaved(names: list[str], repeats: int, run_one, describe, before_repeat=None, progress=None):
+    """Every named pipeline `repeats` times, in forward order on even repeats and backward on odd ones, so drift in
+    the machine's speed hits every pipeline alike. `run_one(name)` returns a result dict (a SystemExit costs that
+    pipeline its row, not the others'); each result is printed with `describe(result)`, and `progress(runs)` gets
+    what is done so far (to write it out in case a time limit stops the whole run). Returns the pipelines that ran."""
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for repeat in range(repeats):
+        if before_repeat is not None:
+            before_repeat()
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            try:
+                result = run_one(name)
+            except SystemExit as exc:
+                print(exc, flush=True)
+                continue
+            runs[name].append(result)
+            print(f"repeat {repeat + 1}/{repeats} {name:20s} {describe(result)}", flush=True)
+            if progress is not None:
+                progress({n: r for n, r in runs.items() if r})
+    return {n: r for n, r in runs.items() if r}

@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULT_PREFIX, ROOT, emit  # noqa: E402
+from _common import RESULT_PREFIX, ROOT, emit, run_interleaved  # noqa: E402
 
 TRAINER_FLAGS = {"trainer": [], "trainer_workers2": ["--num-workers", "2"], "trainer_graphs": ["--cuda-graphs", "on"]}
 BARE = ("bare", "bare_deterministic")
@@ -193,21 +193,10 @@ def main(argv=None) -> int:
         env = bench_env(tmp)
         warm_token_cache(args.data_dir, env, args.model_dir)
         log_path = os.path.join(tempfile.gettempdir(), "cola-overhead.log")
-        runs: dict[str, list[dict]] = {n: [] for n in names}
         with open(log_path, "w") as log:
-            for repeat in range(args.repeats):
-                for name in names if repeat % 2 == 0 else names[::-1]:
-                    try:
-                        result = spawn(name, args, env, log)
-                    except SystemExit as exc:  # one pipeline failing costs its own row, not the others'
-                        print(exc, flush=True)
-                        continue
-                    runs[name].append(result)
-                    print(f"repeat {repeat + 1}/{args.repeats} {name:20s} {1000 * result['step_s']:8.3f} ms/step "
-                          f"({result['device']})", flush=True)
-                    if args.json:  # what is done so far, in case the whole run is stopped by a time limit
-                        write_json(args, {n: r for n, r in runs.items() if r})
-    runs = {name: results for name, results in runs.items() if results}
+            runs = run_interleaved(names, args.repeats, lambda name: spawn(name, args, env, log),
+                                   lambda r: f"{1000 * r['step_s']:8.3f} ms/step ({r['device']})",
+                                   progress=(lambda done: write_json(args, done)) if args.json else None)
     if not runs:
         print(f"error: every run failed; see {log_path}", file=sys.stderr)
         return 1

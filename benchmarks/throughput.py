@@ -28,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULT_PREFIX, ROOT, StepClock, emit, median_seconds, minilm_path, train_flops  # noqa: E402
+from _common import (RESULT_PREFIX, ROOT, StepClock, emit, median_seconds, minilm_path, run_interleaved,  # noqa: E402
+                     train_flops)
 
 VARIANTS = {  # name -> extra scripts/train.py arguments
     "ours": [],
@@ -193,26 +194,18 @@ def main(argv=None) -> int:
         env = bench_env(tmp)
         warm_token_cache(args.data_dir, env, minilm_path())
         log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
-        runs: dict[str, list[dict]] = {n: [] for n in names}
-        peaks = []
+        peaks: list[float] = []
+
+        def progress(done):
+            with open(args.json, "w") as f:
+                json.dump({"runs": done, "peaks": peaks, "summary": summarize(done, peaks)}, f, indent=1)
+
         with open(log_path, "w") as log:
-            for repeat in range(args.repeats):
-                peaks.append(matmul_peak())
-                order = names if repeat % 2 == 0 else names[::-1]  # interleaved, so drift hits every pipeline
-                for name in order:
-                    try:
-                        result = spawn(name, args, env, log)
-                    except SystemExit as exc:  # one pipeline failing costs its own row, not the others'
-                        print(exc, flush=True)
-                        continue
-                    runs[name].append(result)
-                    print(f"repeat {repeat + 1}/{args.repeats} {name:15s} {result['samples_per_s']:7.1f} samples/s, "
-                          f"first step after {result['first_step_s']:.1f} s", flush=True)
-                    if args.json:  # what is done so far, in case the whole run is stopped by a time limit
-                        done = {n: r for n, r in runs.items() if r}
-                        with open(args.json, "w") as f:
-                            json.dump({"runs": done, "peaks": peaks, "summary": summarize(done, peaks)}, f, indent=1)
-    runs = {name: results for name, results in runs.items() if results}
+            runs = run_interleaved(names, args.repeats, lambda name: spawn(name, args, env, log),
+                                   lambda r: f"{r['samples_per_s']:7.1f} samples/s, first step after "
+                                             f"{r['first_step_s']:.1f} s",
+                                   before_repeat=lambda: peaks.append(matmul_peak()),
+                                   progress=progress if args.json else None)
     if not runs:
         print(f"error: every run failed; see {log_path}", file=sys.stderr)
         return 1

@@ -1,8 +1,10 @@
 """Shared fixtures: hermetic environment, a tiny CoLA folder, a tiny tokenizer and a tiny random BERT."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,13 +101,23 @@ def tiny_bert(tokenizer, seed: int = 0):
     return BertForSequenceClassification(config).eval()  # eval(), as from_pretrained returns it
 
 
+def save_tiny_model(folder: Path, tokenizer, seed: int = 0) -> Path:
+    """A Hugging Face folder holding a tiny random BERT and its tokenizer, as `--model` accepts."""
+    tiny_bert(tokenizer, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_tokenizer) -> Path:
-    """A Hugging Face folder holding a tiny random BERT and its tokenizer, as `--model` accepts."""
-    folder = tmp_path / "tiny-bert"
-    tiny_bert(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    """A tiny model folder of the test's own, which it may change."""
+    return save_tiny_model(tmp_path / "tiny-bert", tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny model folder shared by the tests of a module, which only read it."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), tiny_tokenizer)
 
 
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
@@ -123,3 +135,28 @@ def assert_one_line_error(result, *fragments, code: int = 2):
     assert len(errors) == 1, result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                                    "(.ci/run installs them: apt-get install chromium chromium-driver)")
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path):
+    """A Selenium driver of a headless Chromium with a fresh profile folder, its browser log kept; quit at exit."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

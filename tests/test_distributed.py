@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_script, tiny_bert
+from conftest import ROOT, run_script, save_tiny_model
 
 
 GLOO_ABORT = "terminate called without an active exception"
@@ -32,10 +32,7 @@ def torchrun(script, *args, cwd, run_dir=None):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_bert(tiny_tokenizer, seed=3).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), tiny_tokenizer, seed=3)
 
 
 def test_evaluate_gives_the_same_metrics_and_examples_with_one_and_two_processes(tmp_path, model_dir, tiny_cola):

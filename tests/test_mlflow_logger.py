@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_bert
+from conftest import ROOT
 from tracking.base import flatten
 from trainer.checkpoint import STATE_FILE, load_state
 
@@ -72,14 +72,6 @@ def server(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("mlflow-server"))
     yield server
     server.kill()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_bert(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def train_args(model_dir, tiny_cola, out, *extra):

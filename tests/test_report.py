@@ -2,13 +2,12 @@
 import base64
 import io
 import re
-import shutil
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run_script, tiny_bert
+from conftest import headless_chromium, needs_chromium, run_script, tiny_bert
 from data import ColaDataModule
 from models import ColaModel, SamplesVisualisationLogger
 from tracking import CSVLogger
@@ -95,28 +94,13 @@ def test_report_script_and_a_folder_that_is_not_a_run(runs, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs "
-                                                       "them: apt-get install chromium chromium-driver)")
+@needs_chromium
 def test_report_in_headless_chromium(runs, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     run = runs[0]
     path = build_report([str(run)], str(tmp_path / "report.html"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    try:
+    with headless_chromium(tmp_path / "profile") as driver:
         driver.get(f"file://{path}")
         errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
         assert errors == []
@@ -142,5 +126,3 @@ def test_report_in_headless_chromium(runs, tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
         with Image.open(tmp_path / "report.png") as shot:
             assert shot.size[0] > 1000
-    finally:
-        driver.quit()

@@ -5,19 +5,11 @@ import os
 import pandas as pd
 import pytest
 
-from conftest import SHARED_COLA, run_script, tiny_bert, write_tsv, tiny_rows
+from conftest import SHARED_COLA, run_script, write_tsv, tiny_rows
 
 SEED_METRICS = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch", "valid/loss_epoch",
                 "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
                 "valid/recall_micro", "valid/f1", "valid/mcc"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_bert(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

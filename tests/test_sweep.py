@@ -2,7 +2,6 @@
 and the refusals. Each trial is a tiny random BERT on 48 sentences for 1-2 epochs."""
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,17 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, assert_one_line_error, run_script, tiny_bert
+from conftest import ROOT, assert_one_line_error, headless_chromium, needs_chromium, run_script
 
 optuna = pytest.importorskip("optuna")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tiny_bert(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def fixed_flags(model_dir, tiny_cola, epochs=2):
@@ -200,26 +191,11 @@ def test_the_best_command_reproduces_the_best_trial(sweep_run, tmp_path):
     assert min(best_loss(tmp_path / "again")) == pytest.approx(best.value, abs=1e-6)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs "
-                                                       "them: apt-get install chromium chromium-driver)")
+@needs_chromium
 def test_the_report_in_headless_chromium(sweep_run, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    try:
+    with headless_chromium(tmp_path / "profile") as driver:
         driver.get(f"file://{sweep_run.dir / 'report.html'}")
         assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
         broken = driver.execute_script(
@@ -234,8 +210,6 @@ def test_the_report_in_headless_chromium(sweep_run, tmp_path):
         study = load_study(sweep_run.dir)
         assert driver.find_element(By.ID, "best-command").text.startswith("python scripts/train.py --model")
         assert f"in trial {study.best_trial.number}," in driver.find_element(By.ID, "headline").text
-    finally:
-        driver.quit()
 
 
 def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, tiny_cola, model_dir):
