@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         env = bench_env(tmp)
         warm_token_cache(args.data_dir, env, minilm_path())
         log_path = os.path.join(tempfile.gettempdir(), "cola-bench.log")
-        peaks: list[float] = []
+        peaks: list[dict] = []
 
         def progress(done):
             with open(args.json, "w") as f:

@@ -99,7 +99,8 @@ class ColaModel(TrainerModule):
 
     def compile_model(self) -> None:
         """`--compile`: torch.compile the transformer in place, with dynamic shapes (parameter names, checkpoints and
-        hooks stay as they are). Training and validation (no autograd) are compiled once each."""
+        hooks stay as they are). Training and validation (no autograd) are compiled once each, unless a batch's
+        length equals its size at the first step (dynamo then specialises on that equality and compiles again)."""
         self._set_problem_type()
         self.model.compile(dynamic=True)
 
