@@ -120,11 +120,14 @@ def model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), tiny_tokenizer)
 
 
-def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    import subprocess
+def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, input: bytes = b""):
+    """`python scripts/<name> args` in `cwd` with os.environ updated by `env` and `input` on stdin, as
+    `subprocess.run` returns it; the process is forked from one that has already imported the libraries
+    (tests/_forked.py)."""
+    import _forked
 
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return _forked.run(str(ROOT / "scripts" / name), args, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
+                       input=input)
 
 
 def assert_one_line_error(result, *fragments, code: int = 2):

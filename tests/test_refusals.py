@@ -156,10 +156,9 @@ def test_predict_reads_files_and_stdin_replaces_bad_utf8_and_keeps_the_order(tmp
     for line, scores in zip(lines, expected):
         assert [line["scores"][s["label"]] for s in scores] == pytest.approx([s["score"] for s in scores], abs=1e-4)
 
-    piped = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), "--checkpoint", checkpoint,
-                            "--input", "-"], input=(tmp_path / "in.txt").read_bytes(), capture_output=True,
-                           cwd=tmp_path, timeout=120)
-    assert piped.returncode == 0 and piped.stdout.decode() == from_file.stdout
+    piped = run_script("predict.py", "--checkpoint", checkpoint, "--input", "-", cwd=tmp_path,
+                       input=(tmp_path / "in.txt").read_bytes())
+    assert piped.returncode == 0 and piped.stdout == from_file.stdout
 
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), "--checkpoint", checkpoint,
                           b"The cat \xff saw him."], capture_output=True, cwd=tmp_path, timeout=120)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, tiny_bert
+from conftest import ROOT, run_script, tiny_bert
 from data import ColaDataModule
 from models import ColaModel, SamplesVisualisationLogger
 from tracking import CSVLogger, build_logger
@@ -107,8 +107,7 @@ def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, ti
     tiny_tokenizer.save_pretrained(model_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    full = subprocess.run(train_command(model_dir, tiny_cola, tmp_path / "full"), env=env, capture_output=True,
-                          text=True, timeout=300)
+    full = run_script("train.py", *train_command(model_dir, tiny_cola, tmp_path / "full")[2:], cwd=tmp_path, env=env)
     assert full.returncode == 0, full.stderr[-3000:]
 
     victim = subprocess.Popen(train_command(model_dir, tiny_cola, tmp_path / "cut"), env=env,
@@ -123,8 +122,8 @@ def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, ti
     killed_at = load_state(state.parent)["global_step"] if state.exists() else 0
     assert killed_at < 36  # 48 rows / batch 8 = 6 steps an epoch, 6 epochs
 
-    resumed = subprocess.run(train_command(model_dir, tiny_cola, tmp_path / "cut", "--resume", "auto"), env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = run_script("train.py", *train_command(model_dir, tiny_cola, tmp_path / "cut", "--resume", "auto")[2:],
+                         cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
 

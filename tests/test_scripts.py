@@ -99,6 +99,22 @@ def test_bad_flags_are_one_line_errors(tmp_path, tiny_cola, args, fragment):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("script, args", [("train.py", ["--seed", "-1"]), ("predict.py", ["--help"]),
+                                           ("evaluate.py", ["--checkpoint", "nope"])])
+def test_run_script_answers_as_a_fresh_python_process(tmp_path, script, args):
+    """The tests' forked runner (conftest.run_script) gives the exit code, stdout and stderr of `python script`."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    fresh = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    forked = run_script(script, *args, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert fresh.returncode == (0 if args == ["--help"] else 2)
+
+
 def test_unreachable_hub_fails_fast_and_says_what_to_pass(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # the discard port: connection refused, no traffic leaves the machine
