@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 
+# Imported once by the server. The Hugging Face libraries read HF_HOME and HF_HUB_OFFLINE at import, so every run
+# sees the values of the test that started the server: a temporary folder and offline, as in every test.
 PRELOAD = ["torch", "torch._dynamo", "torchmetrics", "transformers", "transformers.models.bert.modeling_bert",
            "datasets", "accelerate", "pandas", "sklearn.metrics", "matplotlib.figure", "seaborn", "yaml",
            "models.cola", "trainer", "tracking", "data", "scripts.train"]
@@ -30,6 +32,7 @@ def _server():
 def _child(script: str, args: list[str], cwd: str, env: dict, in_path: str, out_path: str, err_path: str) -> None:
     import atexit
     import runpy
+    import threading
     import traceback
 
     for fd, path in ((1, out_path), (2, err_path)):
@@ -44,6 +47,7 @@ def _child(script: str, args: list[str], cwd: str, env: dict, in_path: str, out_
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(script))  # as `python script` does
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")
@@ -58,7 +62,8 @@ def _child(script: str, args: list[str], cwd: str, env: dict, in_path: str, out_
     except BaseException:
         traceback.print_exc()
         code = 1
-    try:
+    try:  # what the interpreter does at exit: wait for non-daemon threads, then run the atexit handlers
+        threading._shutdown()
         atexit._run_exitfuncs()
     finally:
         sys.stdout.flush()

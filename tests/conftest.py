@@ -39,7 +39,7 @@ def write_tsv(path: Path, rows) -> None:
 
 
 CACHE_VARS = ("HF_HOME", "HF_DATASETS_CACHE", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
-              "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "COLA_MONITOR_CACHE")
+              "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "COLA_MONITOR_CACHE", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def _isolate(patch, home) -> None:
