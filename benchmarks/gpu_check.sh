@@ -107,8 +107,10 @@ else
 fi
 PIPELINES=${GPU_CHECK_PIPELINES:-csv,bare_loop,lightning_seed}
 OVER_VARIANTS=${GPU_CHECK_OVER_VARIANTS:-trainer_graphs,trainer_workers2,bare_deterministic}
+# The 5-epoch batch-16 recipe of issue #12's targets (the default until the sweep of issue #14), spelt out
 TRAIN=("$PY" scripts/train.py --model "$MINILM_DIR" --data-dir "$COLA_DIR" --logger csv --no-progress-bar
-       --output-dir "$WORK/runs" "${RUN5[@]}")
+       --output-dir "$WORK/runs" --max-epochs 5 --batch-size 16 --lr 5e-5 --head-lr 5e-5 --warmup-ratio 0.1
+       --weight-decay 0.01 "${RUN5[@]}")
 
 step graphs5 150 "${TRAIN[@]}" --run-name graphs --cuda-graphs on
 step perstep 170 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \

@@ -16,8 +16,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts import _cli, _rundir  # noqa: E402
 
-DEFAULTS = dict(model="minilm", max_epochs=5, batch_size=16, lr=5e-5, head_lr=None, warmup_ratio=0.1,
-                weight_decay=0.01, dropout=0.0)
+# The recipe of the CoLA sweep's best trial, rounded (issue #14; README "Quality"): 3 epochs of batch 32, a head that
+# learns 57x faster than the encoder. Over 3 seeds it matches the 5-epoch batch-16 recipe it replaced in half the time.
+DEFAULTS = dict(model="minilm", max_epochs=3, batch_size=32, lr=3e-5, head_lr=1.7e-3, warmup_ratio=0.15,
+                weight_decay=0.09, dropout=0.0)
 
 
 def build_parser() -> _cli.Parser:
@@ -42,7 +44,7 @@ def build_parser() -> _cli.Parser:
     p.add_argument("--lr", type=_cli.positive_float, default=DEFAULTS["lr"],
                    help="peak learning rate of the encoder (default: %(default)s)")
     p.add_argument("--head-lr", type=_cli.positive_float, default=DEFAULTS["head_lr"],
-                   help="peak learning rate of the pooler and classifier, which start untrained (default: --lr)")
+                   help="peak learning rate of the pooler and classifier, which start untrained (default: %(default)s)")
     p.add_argument("--warmup-ratio", type=_cli.fraction, default=DEFAULTS["warmup_ratio"],
                    help="fraction of steps with linear warm-up, then linear decay to 0 (default: %(default)s)")
     p.add_argument("--weight-decay", type=_cli.non_negative_float, default=DEFAULTS["weight_decay"], help="(default: %(default)s)")

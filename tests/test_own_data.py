@@ -313,7 +313,8 @@ def test_the_cola_run_is_the_same_as_before_this_change(tmp_path, tiny_cola, tin
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", SEED_COMMIT], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     args = ["--model", str(tiny_model_dir), "--data-dir", str(tiny_cola), "--max-epochs", "2", "--batch-size", "8",
-            "--lr", "3e-3", "--log-every-n-steps", "1", "--no-progress-bar", "--seed", "5"]
+            "--lr", "3e-3", "--log-every-n-steps", "1", "--no-progress-bar", "--seed", "5",
+            "--head-lr", "3e-3", "--warmup-ratio", "0.1", "--weight-decay", "0.01"]  # the defaults have changed since
     for name, script in (("old", old / "scripts" / "train.py"), ("new", ROOT / "scripts" / "train.py")):
         import os
         import sys

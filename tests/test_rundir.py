@@ -141,7 +141,7 @@ def test_resuming_with_other_flags_is_refused_listing_them(tmp_path, killed_run)
     before = fingerprint(run)
     changed = [a if a != "8" else "4" for a in args] + ["--lr", "1e-3", "--resume", "auto"]
     result = run_script("train.py", *changed, cwd=tmp_path, env=ENV)
-    one_line_error(result, "--batch-size 8 -> 4", "--lr 5e-05 -> 0.001")
+    one_line_error(result, "--batch-size 8 -> 4", "--lr 3e-05 -> 0.001")
     assert fingerprint(run) == before
 
 
