@@ -126,8 +126,10 @@ def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeou
     (tests/_forked.py)."""
     import _forked
 
-    return _forked.run(str(ROOT / "scripts" / name), args, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
-                       input=input)
+    # As from a shell: a W&B service that a test started in this process (wandb exports its address as
+    # WANDB_SERVICE) is not the run's; attached to it, a run's offline record could still be unwritten at exit
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("WANDB_SERVICE")}
+    return _forked.run(str(ROOT / "scripts" / name), args, cwd=cwd, env=env, timeout=timeout, input=input)
 
 
 def assert_one_line_error(result, *fragments, code: int = 2):
