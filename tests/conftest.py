@@ -120,16 +120,20 @@ def model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), tiny_tokenizer)
 
 
+def shell_env(env: dict | None = None) -> dict:
+    """os.environ updated by `env`, as a shell would give a run: less the address of a W&B service that a test
+    started in this process (wandb exports it as WANDB_SERVICE), which is not the run's; attached to it, a run's
+    offline record could still be unwritten at exit, and stopping the run's service would stop the test's."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("WANDB_SERVICE")}
+
+
 def run_script(name: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, input: bytes = b""):
     """`python scripts/<name> args` in `cwd` with os.environ updated by `env` and `input` on stdin, as
     `subprocess.run` returns it; the process is forked from one that has already imported the libraries
     (tests/_forked.py)."""
     import _forked
 
-    # As from a shell: a W&B service that a test started in this process (wandb exports its address as
-    # WANDB_SERVICE) is not the run's; attached to it, a run's offline record could still be unwritten at exit
-    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("WANDB_SERVICE")}
-    return _forked.run(str(ROOT / "scripts" / name), args, cwd=cwd, env=env, timeout=timeout, input=input)
+    return _forked.run(str(ROOT / "scripts" / name), args, cwd=cwd, env=shell_env(env), timeout=timeout, input=input)
 
 
 def assert_one_line_error(result, *fragments, code: int = 2):

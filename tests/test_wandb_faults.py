@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_script, tiny_bert
+from conftest import ROOT, run_script, shell_env, tiny_bert
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # the shape of a W&B API key
 
@@ -53,20 +53,13 @@ def cmdline(pid):
         return ""
 
 
-def own_service_env():
-    """The environment less the W&B service that this test process may have started (wandb exports its address,
-    and a child would attach to it instead of starting the service of its own that the test stops)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
-    return {**env, "HF_HUB_OFFLINE": "1"}
-
-
 def test_a_stopped_wandb_service_is_switched_off_and_the_process_exits_promptly(work):
     tmp_path, common = work
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *common, "--max-epochs", "30", "--patience", "1000",
          "--run-name", "stopped",
          "--logger", "csv,wandb", "--wandb-mode", "offline", "--logger-timeout", "5"],
-        cwd=tmp_path, env=own_service_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=shell_env({"HF_HUB_OFFLINE": "1"}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     service = []
     deadline = time.monotonic() + 120
     while not service:
