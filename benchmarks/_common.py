@@ -129,7 +129,7 @@ def minilm_path() -> str:
     """all-MiniLM-L6-v2's folder: $MINILM_DIR where set (a machine without the package), else the package's."""
     if os.environ.get("MINILM_DIR"):
         return os.environ["MINILM_DIR"]
-    from models.cola import resolve_model_path
+    from models.pretrained import resolve_model_path
 
     return resolve_model_path("minilm")
 

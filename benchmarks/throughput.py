@@ -231,7 +231,7 @@ def warm_token_cache(data_dir: str, env: dict, model: str = "minilm") -> None:
     """Fill the tokenization cache first, as any earlier run on the machine would have: every timed run of this
     trainer then starts the way a user's second run does."""
     code = ("import sys; sys.path.insert(0, '.'); from transformers import AutoTokenizer; from data import "
-            "ColaDataModule; from models.cola import resolve_model_path; ColaDataModule(AutoTokenizer."
+            "ColaDataModule; from models.pretrained import resolve_model_path; ColaDataModule(AutoTokenizer."
             f"from_pretrained(resolve_model_path({model!r})), data_dir={data_dir!r}).setup()")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
 

@@ -3,8 +3,8 @@ callback, the predictor. Names are imported on first use, so `predict.py` loads 
 side (torchmetrics, pandas)."""
 import importlib
 
-_HOMES = {"SamplesVisualisationLogger": "models.callbacks", "DEFAULT_MODEL": "models.cola", "LABELS": "models.cola",
-          "MINILM": "models.cola", "ColaModel": "models.cola", "resolve_model_path": "models.cola",
+_HOMES = {"SamplesVisualisationLogger": "models.callbacks", "DEFAULT_MODEL": "models.pretrained", "LABELS": "models.cola",
+          "MINILM": "models.pretrained", "ColaModel": "models.cola", "resolve_model_path": "models.pretrained",
           "ColaPredictor": "models.predictor", "OFFICIAL_METRICS": "models.tasks", "official_metrics": "models.tasks"}
 __all__ = ["SamplesVisualisationLogger", "DEFAULT_MODEL", "LABELS", "MINILM", "ColaModel", "SequenceClassifier",
            "resolve_model_path", "ColaPredictor", "OFFICIAL_METRICS", "official_metrics"]

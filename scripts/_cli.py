@@ -375,10 +375,14 @@ def load_model(name: str, loader=None, **kwargs):
     """`loader(name, **kwargs)` (default: `ColaModel(model_name=name, ...)`) after `check_model_source`, with a
     loading failure as a one-line UsageError. The classifier head a pretrained encoder lacks is reported in one
     line instead of transformers' load table."""
-    from models import ColaModel
+    if loader is None:  # imported here only: the training side (torchmetrics) would cost predict.py 5 s of start-up
+        from models import ColaModel
+
+        def loader(name, **kwargs):
+            return ColaModel(model_name=name, **kwargs)
 
     check_model_source(name)
-    model = _loading(name, lambda: loader(name, **kwargs) if loader else ColaModel(model_name=name, **kwargs))
+    model = _loading(name, lambda: loader(name, **kwargs))
     info = getattr(model, "loading_info", None) or {}
     missing = sorted(info.get("missing_keys", ()))
     if missing:

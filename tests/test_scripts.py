@@ -1,11 +1,13 @@
 """The three scripts as a user runs them: real processes, exit codes, stdout, and the run folder they leave."""
 import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from conftest import SHARED_COLA, run_script, write_tsv, tiny_rows
+from conftest import ROOT, SHARED_COLA, run_script, shell_env, write_tsv, tiny_rows
 
 SEED_METRICS = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch", "valid/loss_epoch",
                 "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
@@ -62,6 +64,33 @@ def test_predict_prints_one_json_line_per_sentence(train_run, tmp_path):
         assert sum(line["scores"].values()) == pytest.approx(1.0, abs=2e-4)
         assert line["label"] == max(line["scores"], key=line["scores"].get)
         assert line["score"] == line["scores"][line["label"]]
+
+
+def test_predict_starts_without_the_training_side(train_run, tmp_path):
+    """In a fresh python (the forked runner has everything imported already): predict.py never imports torchmetrics,
+    pandas, scikit-learn, matplotlib or the trainer (torchmetrics alone took 5 s of a 13 s start-up), and prints what
+    the in-process predictor gives."""
+    _, run = train_run
+    best = str(run / "checkpoints" / "best")
+    sentences = ["The cat saw him.", "Him saw cat the.", "A third one."]
+    watch = ("import atexit, runpy, sys; atexit.register(lambda: sys.stderr.write('imported: ' + ' '.join(sorted("
+             "{m.split('.')[0] for m in sys.modules}))));"
+             f"sys.argv = ['predict.py', '--checkpoint', {best!r}, *{sentences!r}];"
+             f"runpy.run_path({str(ROOT / 'scripts' / 'predict.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", watch], capture_output=True, text=True, cwd=tmp_path,
+                            env=shell_env({"HF_HUB_OFFLINE": "1"}), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = set(result.stderr.rsplit("imported: ", 1)[1].split())
+    assert "torch" in imported and "transformers" in imported
+    assert not imported & {"torchmetrics", "pandas", "sklearn", "matplotlib", "seaborn", "trainer", "tracking"}
+
+    from models import ColaPredictor
+
+    expected = ColaPredictor(best).probabilities(sentences)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["sentence"] for line in lines] == sentences
+    for line, probs in zip(lines, expected):
+        assert list(line["scores"].values()) == pytest.approx(probs, abs=1e-4)
 
 
 def _one_line_error(result, *fragments):
