@@ -90,20 +90,20 @@ def tiny_tokenizer(tmp_path_factory):
     return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
 
 
-def tiny_bert(tokenizer, seed: int = 0):
+def tiny_bert(tokenizer, seed: int = 0, max_positions: int = 64):
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=2,
+                        intermediate_size=32, max_position_embeddings=max_positions, num_labels=2,
                         id2label={0: "unacceptable", 1: "acceptable"}, label2id={"unacceptable": 0, "acceptable": 1})
     return BertForSequenceClassification(config).eval()  # eval(), as from_pretrained returns it
 
 
-def save_tiny_model(folder: Path, tokenizer, seed: int = 0) -> Path:
+def save_tiny_model(folder: Path, tokenizer, seed: int = 0, max_positions: int = 64) -> Path:
     """A Hugging Face folder holding a tiny random BERT and its tokenizer, as `--model` accepts."""
-    tiny_bert(tokenizer, seed=seed).save_pretrained(folder)
+    tiny_bert(tokenizer, seed=seed, max_positions=max_positions).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
