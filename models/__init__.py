@@ -3,9 +3,10 @@ callback, the predictor. Names are imported on first use, so `predict.py` loads 
 side (torchmetrics, pandas)."""
 import importlib
 
-_HOMES = {"SamplesVisualisationLogger": "models.callbacks", "DEFAULT_MODEL": "models.pretrained", "LABELS": "models.cola",
-          "MINILM": "models.pretrained", "ColaModel": "models.cola", "resolve_model_path": "models.pretrained",
-          "ColaPredictor": "models.predictor", "OFFICIAL_METRICS": "models.tasks", "official_metrics": "models.tasks"}
+_HOMES = {"SamplesVisualisationLogger": "models.callbacks", "LABELS": "models.cola", "ColaModel": "models.cola",
+          "DEFAULT_MODEL": "models.pretrained", "MINILM": "models.pretrained",
+          "resolve_model_path": "models.pretrained", "ColaPredictor": "models.predictor",
+          "OFFICIAL_METRICS": "models.tasks", "official_metrics": "models.tasks"}
 __all__ = ["SamplesVisualisationLogger", "DEFAULT_MODEL", "LABELS", "MINILM", "ColaModel", "SequenceClassifier",
            "resolve_model_path", "ColaPredictor", "OFFICIAL_METRICS", "official_metrics"]
 

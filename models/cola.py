@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
-from models.pretrained import DEFAULT_MODEL, MINILM, resolve_model_path  # noqa: F401  (re-exported)
+from models.pretrained import DEFAULT_MODEL, resolve_model_path
 from trainer import TrainerModule
 
 LABELS = ("unacceptable", "acceptable")
