@@ -16,7 +16,7 @@ from _common import StepClock, emit, minilm_path, train_flops
 
 
 def _cola(data_dir: str):
-    from data.cola import load_cola
+    from data.glue import load_cola
 
     return load_cola(data_dir)
 

@@ -69,7 +69,7 @@ class Window:
 
 
 def run_trainer(args, variant: str) -> dict:
-    from scripts import train
+    from recipes import train
     from trainer import Callback
 
     window = Window(args.warmup, args.warmup + args.steps)
@@ -91,7 +91,7 @@ def run_bare(args, variant: str) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from data import ColaDataModule
+    from data import TextClassificationDataModule
 
     if variant == "bare_deterministic":
         from trainer import seed_everything
@@ -100,7 +100,7 @@ def run_bare(args, variant: str) -> dict:
     torch.manual_seed(42)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    loader = ColaDataModule(tokenizer, data_dir=args.data_dir, batch_size=args.batch_size, seed=42,
+    loader = TextClassificationDataModule(tokenizer, data_dir=args.data_dir, batch_size=args.batch_size, seed=42,
                             num_workers=0).setup().train_dataloader()
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=2).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=True)

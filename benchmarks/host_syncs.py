@@ -23,7 +23,7 @@ OURS = ("/trainer/", "/models/", "/data/", "/tracking/", "/scripts/", "transform
 def main(argv=None) -> int:
     import torch
 
-    from scripts import train
+    from recipes import train
     from trainer import Callback
 
     if not torch.cuda.is_available():

@@ -33,9 +33,9 @@ def main() -> int:
         checkpoint = args.checkpoint or os.path.join(tmp, "minilm")
         if args.checkpoint is None:
             sys.path.insert(0, ROOT)
-            from models import ColaModel
+            from models import SequenceClassifier
 
-            ColaModel().save_pretrained(checkpoint)
+            SequenceClassifier(label_names=("unacceptable", "acceptable")).save_pretrained(checkpoint)
         with open(os.path.join(args.data_dir, "train.tsv"), encoding="utf-8") as f:
             train = [line.rstrip("\n").split("\t")[3] for line in f if line.strip()]
         sentences = [train[i % len(train)] for i in range(args.sentences)]

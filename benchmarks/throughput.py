@@ -49,7 +49,7 @@ VARIANTS = {  # name -> extra scripts/train.py arguments
 def ours(data_dir, batch_size, steps, warmup, clock: StepClock, workdir, variant="ours") -> None:
     """scripts/train.py as a user runs it, stopped after `steps` optimizer steps; it then validates on the whole
     dev set, as at every epoch end, and that validation is timed too."""
-    from scripts import train
+    from recipes import train
     from trainer import Callback
 
     class Clock(Callback):
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
 def bench_env(tmp: str) -> dict:
     """W&B offline, and every cache and W&B folder inside `tmp`."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
-           "COLA_MONITOR_CACHE": os.path.join(tmp, "cache"), "PYTHONUNBUFFERED": "1"}
+           "TEXT_CLASSIFIER_CACHE": os.path.join(tmp, "cache"), "PYTHONUNBUFFERED": "1"}
     for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "MPLCONFIGDIR"):
         env[var] = os.path.join(tmp, var.lower())
     return env
@@ -231,8 +231,8 @@ def warm_token_cache(data_dir: str, env: dict, model: str = "minilm") -> None:
     """Fill the tokenization cache first, as any earlier run on the machine would have: every timed run of this
     trainer then starts the way a user's second run does."""
     code = ("import sys; sys.path.insert(0, '.'); from transformers import AutoTokenizer; from data import "
-            "ColaDataModule; from models.pretrained import resolve_model_path; ColaDataModule(AutoTokenizer."
-            f"from_pretrained(resolve_model_path({model!r})), data_dir={data_dir!r}).setup()")
+            "TextClassificationDataModule as DM; from models.pretrained import resolve_model_path; "
+            f"DM(AutoTokenizer.from_pretrained(resolve_model_path({model!r})), data_dir={data_dir!r}).setup()")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
 
 

@@ -12,30 +12,11 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from data.cola import HUB_DATASET, DataError, load_cola
+from data.errors import DataError
+from data.glue import DATA_DIR_ENV, GLUE, GLUE_TASKS, REGRESSION_TASKS, load_glue
+from data.hub import require_hub
+from tracking.files import first_line
 
-GLUE = HUB_DATASET[0]
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    text: str
-    pair: str | None
-    labels: tuple[str, ...]  # the names of the Hub's ClassLabel feature, in id order
-    validation: str = "validation"
-
-
-GLUE_TASKS = {
-    "cola": GlueTask("sentence", None, ("unacceptable", "acceptable")),
-    "sst2": GlueTask("sentence", None, ("negative", "positive")),
-    "mrpc": GlueTask("sentence1", "sentence2", ("not_equivalent", "equivalent")),
-    "qqp": GlueTask("question1", "question2", ("not_duplicate", "duplicate")),
-    "mnli": GlueTask("premise", "hypothesis", ("entailment", "neutral", "contradiction"), "validation_matched"),
-    "qnli": GlueTask("question", "sentence", ("entailment", "not_entailment")),
-    "rte": GlueTask("sentence1", "sentence2", ("entailment", "not_entailment")),
-    "wnli": GlueTask("sentence1", "sentence2", ("not_entailment", "entailment")),
-}
-REGRESSION_TASKS = ("stsb",)
 SPLITS = ("train", "validation")
 TEXT_COLUMNS = ("text", "sentence")  # the default --text-column: the first of these the data has
 FILE_TYPES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
@@ -118,37 +99,40 @@ class DataSource:
         Read once: later calls return the same splits."""
         import datasets
 
-        if self._raw is None:
-            datasets.disable_progress_bars()
+        if self._raw is not None:
+            return self._raw
+        self._check_reachable()
+        datasets.disable_progress_bars()
+        try:
             if self.kind == "glue":
-                self._raw = self._load_glue()
+                raw, names = load_glue(self.task, self.data_dir)
+                # a checkpoint's labels (evaluate.py): the same names, maybe in another order
+                self._raw = self._remap(raw, names) if self.labels is not None else raw
+                self.label_names = self.label_names or tuple(names)
             elif self.kind == "files":
                 frames = {"train": read_table(self.train_file), "validation": read_table(self.validation_file)}
                 where = {"train": self.train_file, "validation": self.validation_file}
                 self._raw = self._normalise(frames, where, class_names=None)
             else:
                 self._raw = self._load_dataset()
+        except DataError:
+            raise
+        except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
+            raise DataError(f"cannot load the data ({first_line(exc, with_type=True)})") from None
         return self._raw
 
-    def _load_glue(self):
-        import datasets
-
-        task = GLUE_TASKS[self.task]
-        if self.task == "cola":  # exactly the seed's data, so its run does not move
-            raw = load_cola(self.data_dir)
-            names = task.labels
-        else:
-            loaded = datasets.load_dataset(GLUE, self.task)
-            names = _class_names(loaded["train"], "label") or task.labels
-            columns = {task.text: "sentence", **({task.pair: "sentence2"} if task.pair else {})}
-            raw = datasets.DatasetDict({  # idx: the row's position, as the examples table looks rows up by it
-                split: loaded[hub_split].select_columns([*columns, "label"]).rename_columns(columns)
-                .map(lambda _, i: {"idx": i}, with_indices=True)
-                for split, hub_split in (("train", "train"), ("validation", task.validation))})
-        if self.labels is not None:  # a checkpoint's labels (evaluate.py): same names, maybe another order
-            return self._remap(raw, names)
-        self.label_names = tuple(names)
-        return raw
+    def _check_reachable(self) -> None:
+        """Fail within seconds, saying what to pass instead, when the data must come from a Hub that cannot be
+        reached, or names a dataset folder that does not exist."""
+        if self.kind == "glue" and not self.data_dir:
+            instead = f"pass --data-dir DIR with CoLA's train.tsv and dev.tsv (or set {DATA_DIR_ENV})" \
+                if self.task == "cola" else "pass --train-file/--validation-file or --dataset with a local copy"
+            require_hub(GLUE, "dataset", instead)
+        elif self.kind == "dataset" and not os.path.isdir(self.dataset):
+            if self.dataset.startswith((".", "/", "~")) or self.dataset.count("/") > 1:
+                raise DataError(f"dataset folder {self.dataset!r} does not exist; pass a folder written by "
+                                "save_to_disk or a Hub dataset id")
+            require_hub(self.dataset, "dataset", "pass a folder written by save_to_disk, or --train-file")
 
     def _remap(self, raw, names):
         """Ids of `names` rewritten as ids of `self.labels` (which must hold the same classes)."""
@@ -171,7 +155,7 @@ class DataSource:
                 loaded = datasets.load_from_disk(self.dataset)
             except (FileNotFoundError, ValueError) as exc:
                 raise DataError(f"{self.dataset}: not a folder written by datasets' save_to_disk "
-                                f"({str(exc).splitlines()[0]})") from None
+                                f"({first_line(exc)})") from None
             if not isinstance(loaded, datasets.DatasetDict):
                 raise DataError(f"{self.dataset}: holds a single split; save a DatasetDict with "
                                 f"{self.train_split} and {self.validation_split} splits")
@@ -241,7 +225,7 @@ def read_table(path: str):
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file; it needs a header line and rows") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot be read as {kind.upper()} ({str(exc).strip().splitlines()[0]})") from None
+        raise DataError(f"{path}: cannot be read as {kind.upper()} ({first_line(exc)})") from None
 
 
 def _class_names(dataset, column: str) -> tuple[str, ...] | None:

@@ -1,4 +1,4 @@
-"""Task-specific callbacks: the seed's `SamplesVisualisationLogger`."""
+"""Task-specific callbacks: `MisclassifiedExamples`, the seed's `SamplesVisualisationLogger`."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,8 +8,10 @@ import torch
 
 from trainer import Callback
 
+EXAMPLES = "examples"  # the table's key, as in the seed
 
-class SamplesVisualisationLogger(Callback):
+
+class MisclassifiedExamples(Callback):
     """After every validation, log a table of the misclassified dev rows (Sentence, `Sentence 2` for a pair task,
     Label and Predicted as class names, Probability of the prediction) as `examples`, at the current global step.
 
@@ -17,7 +19,7 @@ class SamplesVisualisationLogger(Callback):
     covers the whole dev set without a second forward pass. `max_rows` caps the table (None: no cap). `label_names`:
     the class names in id order (default: the module's `label_names`)."""
 
-    def __init__(self, sentences: Sequence[str], key: str = "examples", max_rows: int | None = None,
+    def __init__(self, sentences: Sequence[str], key: str = EXAMPLES, max_rows: int | None = None,
                  pairs: Sequence[str] | None = None, label_names: Sequence[str] | None = None) -> None:
         self.sentences, self.key, self.max_rows = list(sentences), key, max_rows
         self.pairs = list(pairs) if pairs is not None else None
@@ -57,3 +59,6 @@ class SamplesVisualisationLogger(Callback):
 
     def on_validation_end(self, trainer, module):
         trainer.logger.log_table(self.key, self.misclassified(), step=trainer.global_step)
+
+
+SamplesVisualisationLogger = MisclassifiedExamples  # the seed's name: a callback, though the seed called it a logger

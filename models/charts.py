@@ -4,9 +4,9 @@ the seed's seaborn heatmap), ROC and precision-recall curves (tables of points a
 Every backend gets them through the generic `log_table` and `log_image`, under the keys `Confusion Matrix`, `roc`
 and `pr` (the CSV backend writes `tables/roc-step<N>.csv` and `plots/roc-step<N>.png`, and so on). W&B draws its own
 interactive charts instead, under the seed's keys: `conf` (wandb.plot), `cm` (wandb's scikit-learn chart),
-`Confusion Matrix` (the heatmap as an image), `roc` and `pr`; `--confusion-matrix` picks among the first three. Those
-W&B-only calls go through `logger.backends()` and `call()`, so they run on the W&B backend's own worker thread,
-bounded by its failure guard, like every other logging call.
+`Confusion Matrix` (the heatmap as an image), `roc` and `pr`; `wandb_charts` picks among the first three. That code
+(`_wandb_charts`) is handed to the W&B backend with `submit`, so it runs on the backend's own worker thread, bounded
+by its failure guard, like every other logging call.
 """
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tracking.files import image_to_pil
+
 CONFUSION_MATRIX, ROC, PR = "Confusion Matrix", "roc", "pr"
 NATIVE_CHARTS = "wandb"  # the backend that draws these charts itself
+# The seed's three confusion-matrix charts in W&B (`--confusion-matrix`): method 1, 2 and 3 of the post.
+WANDB_CONFUSION_CHARTS = ("wandb", "sklearn", "seaborn")
 
 
 def confusion_matrix_frame(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> pd.DataFrame:
@@ -93,19 +97,42 @@ def pr_figure(frame: pd.DataFrame):
     return curve_figure(frame, "recall", "precision", "average_precision", "AP", "Precision-recall curve")
 
 
-def log_classification_charts(logger, y_true: Sequence[int], probs, class_names: Sequence[str], step: int) -> None:
+def _wandb_charts(backend, y_true, y_pred, probs, names, step, heatmap, confusion_charts) -> None:
+    """W&B's own charts, run on the W&B backend's thread (`submit`): the confusion matrix by the seed's methods
+    (`conf`: wandb.plot, `cm`: wandb's scikit-learn integration, `heatmap`: the seaborn figure as an image),
+    `wandb.plot.roc_curve` and `wandb.plot.pr_curve`."""
+    import wandb
+
+    y_true, y_pred, probs = [int(v) for v in y_true], [int(v) for v in y_pred], [list(map(float, r)) for r in probs]
+    charts = {}
+    if "wandb" in confusion_charts:
+        charts["conf"] = wandb.plot.confusion_matrix(probs=probs, y_true=y_true, class_names=names)
+    if "sklearn" in confusion_charts:
+        # wandb.sklearn.plot_confusion_matrix logs the chart itself, without our x-axis; build it and log it here.
+        from wandb.integration.sklearn import calculate
+
+        charts["cm"] = calculate.confusion_matrix(y_true, y_pred, names, None, None, False)
+    if "seaborn" in confusion_charts:
+        charts[CONFUSION_MATRIX] = wandb.Image(image_to_pil(heatmap))
+    if charts:
+        backend.log_dict(charts, step)
+    backend.log_dict({ROC: wandb.plot.roc_curve(y_true, probs, labels=names)}, step)
+    backend.log_dict({PR: wandb.plot.pr_curve(y_true, probs, labels=names)}, step)
+
+
+def log_classification_charts(logger, y_true: Sequence[int], probs, class_names: Sequence[str], step: int,
+                              wandb_charts: Sequence[str] = WANDB_CONFUSION_CHARTS) -> None:
     """Log the confusion matrix, ROC and precision-recall curves of labels `y_true` against `probs` (N x classes
-    predicted probabilities; the prediction is their argmax) to every backend of `logger`, at `step`."""
+    predicted probabilities; the prediction is their argmax) to every backend of `logger`, at `step`.
+    `wandb_charts`: which of the seed's confusion-matrix charts W&B draws (see `WANDB_CONFUSION_CHARTS`)."""
     y_true, probs = np.asarray(y_true).astype(int), np.asarray(probs, dtype=float)
     y_pred, names = probs.argmax(-1), list(class_names)
     counts = confusion_matrix_frame(y_true, y_pred, names)
     roc, pr = roc_curve_frame(y_true, probs, names), pr_curve_frame(y_true, probs, names)
     for backend in logger.backends():
         if backend.name == NATIVE_CHARTS:
-            backend.call("log_confusion_matrix", CONFUSION_MATRIX, y_true.tolist(), y_pred.tolist(), names, step,
-                         probs=probs.tolist(), heatmap=confusion_matrix_figure(counts))
-            backend.call("log_roc_curve", ROC, y_true.tolist(), probs.tolist(), names, step)
-            backend.call("log_pr_curve", PR, y_true.tolist(), probs.tolist(), names, step)
+            backend.submit(_wandb_charts, y_true.tolist(), y_pred.tolist(), probs.tolist(), names, step,
+                           confusion_matrix_figure(counts) if "seaborn" in wandb_charts else None, tuple(wandb_charts))
             continue
         # A Figure of its own for each backend: each draws its figures on its own thread.
         backend.log_table(CONFUSION_MATRIX, counts.reset_index(), step)

@@ -1,4 +1,5 @@
-"""`ColaPredictor`: the seed's inference API over any sequence-classification folder, batched by length."""
+"""`Predictor` (the seed's `ColaPredictor`): class probabilities from any sequence-classification folder, batched by
+length."""
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
@@ -6,7 +7,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 
-class ColaPredictor:
+class Predictor:
     def __init__(self, checkpoint: str, max_length: int = 128) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -47,3 +48,6 @@ class ColaPredictor:
                 pending = []
         if pending:
             yield from zip(pending, self.probabilities(pending, batch_size))
+
+
+ColaPredictor = Predictor  # the seed's name

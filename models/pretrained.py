@@ -1,4 +1,4 @@
-"""Which pretrained encoder a name means: light to import (no torch), so `predict.py` and the flag checks need not
+"""Which pretrained weights a name means: light to import (no torch), so `predict.py` and the flag checks need not
 load the training side."""
 from __future__ import annotations
 

@@ -13,26 +13,24 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from scripts import _cli  # noqa: E402
+from recipes import cli
 
 REPLACEMENT = "\ufffd"
 
 
-def build_parser() -> _cli.Parser:
-    p = _cli.Parser(prog="predict.py", description="Classify sentences with a sequence-classification checkpoint "
+def build_parser() -> cli.Parser:
+    p = cli.Parser(prog="predict.py", description="Classify sentences with a sequence-classification checkpoint "
                     "(any folder that AutoModelForSequenceClassification.from_pretrained loads); label names come "
                     "from the checkpoint's config.")
-    p.add_argument("--checkpoint", required=True, type=_cli.existing_dir,
+    p.add_argument("--checkpoint", required=True, type=cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
     p.add_argument("--input", default=None, metavar="FILE",
                    help="read sentences from FILE, one per line (blank lines are skipped), or from standard input "
                         "with '-'")
-    p.add_argument("--batch-size", type=_cli.positive_int, default=64,
+    p.add_argument("--batch-size", type=cli.positive_int, default=64,
                    help="sentences per forward pass; batches group sentences of similar length (default: "
                         "%(default)s)")
-    p.add_argument("--decimals", type=_cli.non_negative_int, default=4, help="rounding of the scores (default: "
+    p.add_argument("--decimals", type=cli.non_negative_int, default=4, help="rounding of the scores (default: "
                    "%(default)s)")
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to classify (or use --input)")
     return p
@@ -60,13 +58,13 @@ def read_sentences(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if bool(args.sentences) == (args.input is not None):
-        raise _cli.UsageError("pass sentences on the command line or --input FILE (or - for standard input), "
+        raise cli.UsageError("pass sentences on the command line or --input FILE (or - for standard input), "
                               "one of the two")
     if args.input not in (None, "-") and not os.path.isfile(args.input):
-        raise _cli.UsageError(f"--input {args.input}: no such file; pass a text file with one sentence per line")
-    from models import ColaPredictor
+        raise cli.UsageError(f"--input {args.input}: no such file; pass a text file with one sentence per line")
+    from models.loading import load_predictor
 
-    predictor = _cli.load_model(args.checkpoint, loader=ColaPredictor)
+    predictor = load_predictor(args.checkpoint)
     try:
         replaced = write_predictions(predictor, args)
     except BrokenPipeError:  # the reader went away (`| head`): not an error
@@ -91,4 +89,4 @@ def write_predictions(predictor, args) -> int:
 
 
 if __name__ == "__main__":
-    _cli.exit(_cli.run_main(main))
+    cli.exit(cli.run_main(main))

@@ -16,7 +16,7 @@ import tempfile
 # sees the values of the test that started the server: a temporary folder and offline, as in every test.
 PRELOAD = ["torch", "torch._dynamo", "torchmetrics", "transformers", "transformers.models.bert.modeling_bert",
            "datasets", "accelerate", "pandas", "sklearn.metrics", "matplotlib.figure", "seaborn", "yaml",
-           "models.cola", "trainer", "tracking", "data", "scripts.train"]
+           "models.classifier", "trainer", "tracking", "data", "recipes.train"]
 
 _context = None
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import ColaDataModule  # noqa: E402
-from models import ColaModel  # noqa: E402
+from data import TextClassificationDataModule  # noqa: E402
+from models import SequenceClassifier  # noqa: E402
 from trainer import Callback, EarlyStopping, Trainer  # noqa: E402
 
 
@@ -32,8 +32,8 @@ class Record(Callback):
 
 if __name__ == "__main__":
     model_dir, data_dir = sys.argv[1], sys.argv[2]
-    model = ColaModel(model_name=model_dir, lr=1e-3)
-    dm = ColaDataModule(model.tokenizer, data_dir=data_dir, batch_size=7).setup()
+    model = SequenceClassifier(model_name=model_dir, lr=1e-3)
+    dm = TextClassificationDataModule(model.tokenizer, data_dir=data_dir, batch_size=7).setup()
     # min_delta=1 makes every validation after the first count as no improvement: a stop after epoch 2 of 3
     trainer = Trainer(max_epochs=3, callbacks=[EarlyStopping(monitor="valid/loss", patience=1, min_delta=1.0),
                                                Record()], enable_progress_bar=False)

@@ -133,7 +133,7 @@ def check_run(client: MlflowClient, run_dir: Path, tmp_path: Path) -> str:
 
 def test_without_a_server_the_run_goes_to_sqlite_in_the_output_folder(server, model_dir, tiny_cola, tmp_path,
                                                                        monkeypatch):
-    from scripts import train
+    from recipes import train
 
     monkeypatch.chdir(tmp_path)
     assert train.main(train_args(model_dir, tiny_cola, tmp_path / "out")) == 0
@@ -159,7 +159,7 @@ def test_kill_9_then_resume_continues_the_same_run_on_a_server(server, model_dir
     first_id = (run_dir / "mlflow" / "run-id").read_text()  # the run is opened before the first checkpoint is taken
     assert load_state(state.parent)["global_step"] < 12
 
-    from scripts import train
+    from recipes import train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     assert train.main(train_args(model_dir, tiny_cola, tmp_path / "out", "--resume", "auto")) == 0
@@ -174,7 +174,7 @@ def test_kill_9_then_resume_continues_the_same_run_on_a_server(server, model_dir
 
 def test_a_server_killed_mid_run_costs_mlflow_only(server, model_dir, tiny_cola, tmp_path, monkeypatch, caplog):
     """Kills the module's server: keep this test last."""
-    from scripts import train
+    from recipes import train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.ready())
     metrics = tmp_path / "out" / "run" / "metrics.csv"

@@ -293,10 +293,10 @@ def test_cola_as_a_csv_file_trains_exactly_as_from_its_tsv_files(tmp_path, tiny_
     common = ["--model", str(tiny_model_dir), "--max-steps", "6", "--limit-val-batches", "4", "--batch-size", "16",
               "--lr", "3e-3", "--log-every-n-steps", "1", "--no-progress-bar"]
     ok(run_script("train.py", *common, "--data-dir", str(cola), "--run-name", "tsv", cwd=tmp_path,
-                  env={**OFFLINE, "COLA_MONITOR_CACHE": str(tmp_path / "cache-tsv")}))
+                  env={**OFFLINE, "TEXT_CLASSIFIER_CACHE": str(tmp_path / "cache-tsv")}))
     ok(run_script("train.py", *common, "--train-file", str(tmp_path / "train.csv"), "--validation-file",
                   str(tmp_path / "dev.csv"), "--labels", "unacceptable,acceptable", "--run-name", "csv", cwd=tmp_path,
-                  env={**OFFLINE, "COLA_MONITOR_CACHE": str(tmp_path / "cache-csv")}))
+                  env={**OFFLINE, "TEXT_CLASSIFIER_CACHE": str(tmp_path / "cache-csv")}))
     tsv, csv = (pd.read_csv(tmp_path / "runs" / name / "metrics.csv") for name in ("tsv", "csv"))
     assert tsv["valid/mcc"].notna().sum() == 1
     pd.testing.assert_frame_equal(csv, tsv, check_exact=True)  # valid/mcc and every other column, bit for bit
@@ -319,7 +319,7 @@ def test_the_cola_run_is_the_same_as_before_this_change(tmp_path, tiny_cola, tin
         import os
         import sys
 
-        env = {**os.environ, **OFFLINE, "COLA_MONITOR_CACHE": str(tmp_path / f"cache-{name}")}
+        env = {**os.environ, **OFFLINE, "TEXT_CLASSIFIER_CACHE": str(tmp_path / f"cache-{name}")}
         ok(subprocess.run([sys.executable, str(script), *args, "--run-name", name], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300))
     before, after = (pd.read_csv(tmp_path / "runs" / name / "metrics.csv") for name in ("old", "new"))

@@ -150,9 +150,9 @@ def test_predict_reads_files_and_stdin_replaces_bad_utf8_and_keeps_the_order(tmp
     lines = [json.loads(line) for line in from_file.stdout.splitlines()]
     assert [line["sentence"] for line in lines] == sentences  # input order, the blank line skipped
 
-    from models import ColaPredictor  # one unbatched pass of the same model gives the same scores
+    from models import Predictor  # one unbatched pass of the same model gives the same scores
 
-    expected = ColaPredictor(checkpoint).predict(sentences[:5], batch_size=1)
+    expected = Predictor(checkpoint).predict(sentences[:5], batch_size=1)
     for line, scores in zip(lines, expected):
         assert [line["scores"][s["label"]] for s in scores] == pytest.approx([s["score"] for s in scores], abs=1e-4)
 
@@ -178,11 +178,11 @@ def test_predict_reads_files_and_stdin_replaces_bad_utf8_and_keeps_the_order(tmp
     (["--logger-timeout", "0"], "--logger-timeout: expected a positive number"),
 ])
 def test_bad_flags_are_refused_before_anything_is_loaded(tmp_path, tiny_cola, args, fragment, capsys, monkeypatch):
-    from scripts import _cli, train
+    from recipes import cli, train
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:  # argparse exits; checks after parsing return 2
-        sys.exit(_cli.run_main(train.main, ["--data-dir", str(tiny_cola), *args]))
+        sys.exit(cli.run_main(train.main, ["--data-dir", str(tiny_cola), *args]))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("error:") == 1 and fragment in err, err
     assert not (tmp_path / "runs").exists()

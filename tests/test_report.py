@@ -8,23 +8,23 @@ import pytest
 from PIL import Image
 
 from conftest import headless_chromium, needs_chromium, run_script, tiny_bert
-from data import ColaDataModule
-from models import ColaModel, SamplesVisualisationLogger
+from data import TextClassificationDataModule
+from models import SequenceClassifier, MisclassifiedExamples
 from tracking import CSVLogger
-from tracking.report import build_report
+from models.report import build_report
 from trainer import BestScores, ModelCheckpoint, Trainer, seed_everything
 
 
 def train_run(run_dir, tiny_cola, tokenizer, lr, epochs=2, make_logger=CSVLogger):
     seed_everything(0)
-    model = ColaModel(model=tiny_bert(tokenizer), tokenizer=tokenizer, lr=lr)
-    dm = ColaDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=8).setup()
+    model = SequenceClassifier(model=tiny_bert(tokenizer), tokenizer=tokenizer, lr=lr)
+    dm = TextClassificationDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=8).setup()
     logger = make_logger(str(run_dir))
     logger.log_hyperparams({"lr": lr, "batch_size": 8, "model": {"name": "tiny-bert"}})
     trainer = Trainer(max_epochs=epochs, log_every_n_steps=2, logger=logger, default_root_dir=str(run_dir),
                       enable_progress_bar=False,
                       callbacks=[ModelCheckpoint(monitor="valid/mcc", mode="max"),
-                                 SamplesVisualisationLogger(dm.sentences["validation"]),
+                                 MisclassifiedExamples(dm.sentences["validation"]),
                                  BestScores({"valid/loss": "min", "valid/mcc": "max"})])
     trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
     return run_dir

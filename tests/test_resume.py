@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script, tiny_bert
-from data import ColaDataModule
-from models import ColaModel, SamplesVisualisationLogger
+from data import TextClassificationDataModule
+from models import SequenceClassifier, MisclassifiedExamples
 from tracking import CSVLogger, build_logger
 from trainer import BestScores, Callback, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
 from trainer.checkpoint import STATE_FILE, load_state
@@ -33,11 +33,11 @@ class CrashAt(Callback):
 
 def run(run_dir, tiny_cola, tokenizer, crash_at=None, resume=False, init_seed=0, logger=None):
     seed_everything(1, deterministic=True)
-    model = ColaModel(model=tiny_bert(tokenizer, seed=init_seed), tokenizer=tokenizer, lr=2e-3, dropout=0.1)
+    model = SequenceClassifier(model=tiny_bert(tokenizer, seed=init_seed), tokenizer=tokenizer, lr=2e-3, dropout=0.1)
     model.model.config.hidden_dropout_prob = 0.1
-    dm = ColaDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=5, seed=1).setup()
+    dm = TextClassificationDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=5, seed=1).setup()
     callbacks = [ModelCheckpoint(monitor="valid/mcc", mode="max"), EarlyStopping(monitor="valid/loss", patience=5),
-                 SamplesVisualisationLogger(dm.sentences["validation"]), BestScores({"valid/mcc": "max"})]
+                 MisclassifiedExamples(dm.sentences["validation"]), BestScores({"valid/mcc": "max"})]
     if crash_at:
         callbacks.append(CrashAt(crash_at))
     trainer = Trainer(max_epochs=3, log_every_n_steps=3, accumulate_grad_batches=2, save_every_n_steps=2,

@@ -1,4 +1,4 @@
-"""Training steps replayed as graphs (`ColaModel.use_step_graphs`, `--cuda-graphs`), checked on the CPU: padded
+"""Training steps replayed as graphs (`SequenceClassifier.use_step_graphs`, `--cuda-graphs`), checked on the CPU: padded
 lengths from a few buckets, one compilation per bucket over a whole epoch, the losses of eager steps, checkpoints of
 the same format, and exact resume. On a CPU no CUDA graph is captured: the compiled code is what is tested here, with
 torch's `aot_eager` backend (forward and backward traced as the CUDA path traces them, without code generation)."""
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from data import ColaDataModule
-from models import ColaModel
+from data import TextClassificationDataModule
+from models import SequenceClassifier
 from trainer import Callback, Trainer, seed_everything
 from trainer.checkpoint import WEIGHTS_FILE
 
@@ -44,7 +44,7 @@ class CrashAt(Callback):
 
 
 def datamodule(tiny_cola, tokenizer, multiple=3, batch_size=5):
-    return ColaDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=batch_size, seed=1, cache_dir=None,
+    return TextClassificationDataModule(tokenizer, data_dir=str(tiny_cola), batch_size=batch_size, seed=1, cache_dir=None,
                           pad_to_multiple_of=multiple).setup()
 
 
@@ -52,7 +52,7 @@ def train(tmp_path, tiny_cola, tokenizer, backend=None, epochs=1, dropout=0.0, c
           save_every=None):
     torch._dynamo.reset()
     seed_everything(1, deterministic=True)
-    model = ColaModel(model=tiny_bert(tokenizer), tokenizer=tokenizer, lr=2e-3)
+    model = SequenceClassifier(model=tiny_bert(tokenizer), tokenizer=tokenizer, lr=2e-3)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = dropout
@@ -74,7 +74,7 @@ def test_training_batches_are_padded_to_the_buckets_and_validation_is_not(tiny_c
     assert lengths and all(n % 3 == 0 for n in lengths) and lengths <= set(dm.train_shapes())
     assert len(dm.train_shapes()) >= 2  # the tiny sentences (6-8 tokens) span two buckets of 3
     assert any(b["input_ids"].shape[1] % 3 for b in dm.val_dataloader())  # padded to its longest sentence only
-    plain = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=5, seed=1, cache_dir=None).setup()
+    plain = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=5, seed=1, cache_dir=None).setup()
     for padded, unpadded in zip(dm.train_dataloader(), plain.train_dataloader()):  # the same rows, more padding
         assert padded["idx"].tolist() == unpadded["idx"].tolist()
         n = unpadded["input_ids"].shape[1]
@@ -115,7 +115,7 @@ def test_checkpoints_keep_their_format_and_resume_exactly(tmp_path, tiny_cola, t
     for (name, p), q in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
     with safe_open(str(tmp_path / "cut" / "checkpoints" / "last" / WEIGHTS_FILE), framework="pt") as f:
-        assert set(f.keys()) <= set(ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer).state_dict())
+        assert set(f.keys()) <= set(SequenceClassifier(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer).state_dict())
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -140,7 +140,7 @@ def test_train_refuses_graphs_with_what_they_cannot_do(tmp_path, tiny_cola, tiny
     (False, None, ["--cuda-graphs", "inductor"], "inductor"),
 ])
 def test_cuda_graphs_auto_is_on_with_one_gpu_only(monkeypatch, cuda, world_size, extra, expected):
-    from scripts import train
+    from recipes import train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     if world_size is None:

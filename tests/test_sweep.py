@@ -24,10 +24,10 @@ def fixed_flags(model_dir, tiny_cola, epochs=2):
 
 def sweep_inprocess(argv, capsys):
     """sweep.py's main as the script runs it: (exit code, stdout, stderr); argparse's exit is an exit code too."""
-    from scripts import _cli, sweep
+    from recipes import cli, sweep
 
     try:
-        code = _cli.run_main(sweep.main, argv)
+        code = cli.run_main(sweep.main, argv)
     except SystemExit as exc:
         code = exc.code
     out = capsys.readouterr()
@@ -58,12 +58,12 @@ def sweep_run(tmp_path_factory, tiny_cola, model_dir):
             *fixed_flags(model_dir, tiny_cola)]
     from accelerate.state import AcceleratorState, GradientState
 
-    from scripts import _cli, sweep
+    from recipes import cli, sweep
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("WANDB_MODE", "offline")
-        code = _cli.run_main(sweep.main, argv)
+        code = cli.run_main(sweep.main, argv)
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     return SimpleNamespace(code=code, dir=work / "sweeps" / "s", argv=argv,
@@ -110,7 +110,7 @@ def best_loss(run_dir):
 
 
 def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
-    from scripts import _cli, train
+    from recipes import train
 
     assert sweep_run.code == 0
     study = load_study(sweep_run.dir)
@@ -126,7 +126,7 @@ def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
         for name, value in trial.params.items():  # the run trained with the trial's parameters
             assert hparams[name] == pytest.approx(value)
         assert hparams["max_epochs"] == 2 and hparams["monitor"] == "valid/mcc"  # fixed flags reach every trial
-        again = _cli.parse_args(train.build_parser(), ["--config", str(run / "hparams.yaml")], train.HPARAM_EXTRAS)
+        again = train.parse(["--config", str(run / "hparams.yaml")])
         assert {k: getattr(again, k) for k in trial.params} == trial.params  # train.py --config runs it again
         losses = best_loss(run)
         if trial.state == optuna.trial.TrialState.COMPLETE:
@@ -139,7 +139,14 @@ def test_a_four_trial_sweep_finishes_with_a_run_folder_per_trial(sweep_run):
     saved = yaml.safe_load((sweep_run.dir / "sweep.yaml").read_text())
     assert saved["metric"] == "valid/loss" and saved["direction"] == "min" and saved["train_args"] == sweep_run.fixed
     assert yaml.safe_load((sweep_run.dir / "space.yaml").read_text()) == yaml.safe_load(SPACE)
-    assert list((sweep_run.dir / "workers").iterdir()) == []  # the worker's lock went with it
+    # The study itself holds the settings, and says who ran each trial, on which machine and where
+    assert study.user_attrs["sweep"]["train_args"] == sweep_run.fixed and study.user_attrs["sweep"]["n_trials"] == 4
+    import socket
+
+    for trial in study.trials:
+        assert trial.user_attrs["host"] == socket.gethostname() and trial.user_attrs["worker"].startswith(
+            socket.gethostname() + ":")
+        assert trial.user_attrs["run_dir"] == str(sweep_run.dir / f"trial-{trial.number:04d}")
 
 
 def test_a_trial_whose_metric_is_bad_is_pruned_and_keeps_its_folder(sweep_run):
@@ -213,11 +220,12 @@ def test_the_report_in_headless_chromium(sweep_run, tmp_path):
 
 
 def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, tiny_cola, model_dir):
-    """SIGKILL during trial 1: the resumed sweep keeps trial 0 as it was, runs trial 1's parameters again as a new
-    trial, and ends with exactly --n-trials finished trials."""
+    """SIGKILL during trial 1: the resumed sweep keeps trial 0 as it was, finds trial 1's worker dead by its missing
+    heartbeat, runs trial 1's parameters again as a new trial, and ends with exactly --n-trials finished trials."""
     (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
     argv = ["--name", "k", "--output-dir", str(tmp_path / "sweeps"), "--space", str(tmp_path / "space.yaml"),
-            "--n-trials", "3", "--pruner", "none", *fixed_flags(model_dir, tiny_cola, epochs=1)]
+            "--n-trials", "3", "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "2",
+            *fixed_flags(model_dir, tiny_cola, epochs=1)]
     sweep_dir = tmp_path / "sweeps" / "k"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sweep.py"), *argv], cwd=tmp_path, env=env,
@@ -238,22 +246,21 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, ti
     result = run_script("sweep.py", *argv[:-len(fixed_flags(model_dir, tiny_cola, epochs=1))], "--resume",
                         cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "queued again: trial 1 (running when its sweep process ended)" in result.stdout
+    assert f"queued again: trial 1 (its worker {study.trials[1].user_attrs['worker']} stopped" in result.stdout
     study = load_study(sweep_dir)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert len(finished(study)) == 3
-    assert study.trials[1].user_attrs["killed"] is True
-    assert study.trials[2].user_attrs["retry_of"] == 1 and study.trials[2].params == killed_params
+    assert len(finished(study)) == 3 and "failed_reason" not in study.trials[1].user_attrs
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 1]  # trial 2 or 3: whenever the grace
+    assert retry.number in (2, 3) and retry.params == killed_params           # period ran out
     assert {p.name: p.read_bytes() for p in (sweep_dir / "trial-0000").glob("*.*")} == first  # not run again
     for number in (2, 3):
         hparams = yaml.safe_load((sweep_dir / f"trial-{number:04d}" / "hparams.yaml").read_text())
         assert hparams["sweep"]["trial"] == number and hparams["lr"] == pytest.approx(study.trials[number].params["lr"])
     assert yaml.safe_load((sweep_dir / "trial-0001" / "status.yaml").read_text())["status"] == "running"  # kept
-    assert list((sweep_dir / "workers").iterdir()) == []  # the killed process's lock file is cleared away
 
     again = run_script("sweep.py", "--name", "k", "--output-dir", str(tmp_path / "sweeps"), "--n-trials", "3",
                        "--resume", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
-    assert again.returncode == 0 and "0 of 3 trials to run" in again.stdout and len(load_study(sweep_dir).trials) == 4
+    assert again.returncode == 0 and "3 of 3 trials done" in again.stdout and len(load_study(sweep_dir).trials) == 4
 
 
 @pytest.mark.parametrize("space, fragment", [
@@ -296,18 +303,20 @@ def test_bad_flags_are_one_line_and_write_nothing(extra, fragment, tmp_path, tin
     assert not (tmp_path / "out").exists()
 
 
-def test_an_existing_sweep_needs_resume_and_the_same_settings(sweep_run, capsys):
+def test_a_worker_with_other_settings_is_refused_naming_each_difference(sweep_run, capsys):
+    """An existing sweep is joined by a worker that gives its settings or none; other settings are refused in one
+    line that names each difference, and nothing is written."""
     output, before = str(sweep_run.dir.parent), sorted(p.name for p in sweep_run.dir.rglob("*"))
-    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--n-trials", "4"], capsys)
-    assert_one_line_error(result, f"sweep folder {sweep_run.dir} already exists; pass --resume")
     other = sweep_run.dir.parent.parent / "other.yaml"
     other.write_text("lr: {low: 1.0e-5, high: 1.0e-4}\n")
-    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--resume", "--space", str(other)], capsys)
-    assert_one_line_error(result, "cannot resume the sweep with other settings than its own (--space: batch_size, "
-                                  "warmup_ratio)")
-    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--resume", "--metric", "valid/acc"], capsys)
-    assert_one_line_error(result, "--metric 'valid/loss' -> 'valid/acc'")
+    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--space", str(other)], capsys)
+    assert_one_line_error(result, "sweep 's' has other settings (--space: batch_size, warmup_ratio)")
+    result = sweep_inprocess(["--name", "s", "--output-dir", output, "--metric", "valid/acc", "--n-trials", "5",
+                              "--max-epochs", "1"], capsys)
+    assert_one_line_error(result, "--metric 'valid/loss' -> 'valid/acc'; --n-trials 4 -> 5; train.py flags")
     assert sorted(p.name for p in sweep_run.dir.rglob("*")) == before
+    result = sweep_inprocess(["--name", "s", "--output-dir", output], capsys)  # joins, and finds nothing to do
+    assert result.returncode == 0 and "4 of 4 trials done, 0 running" in result.stdout
 
 
 def test_the_script_refuses_in_one_line(tmp_path):

@@ -85,8 +85,8 @@ def _interface_methods():
 @pytest.mark.parametrize("cls", [NoOpLogger, CSVLogger, MultiLogger, WandbLogger, GuardedLogger, TensorBoardLogger,
                                  MlflowLogger])
 def test_every_backend_implements_the_whole_interface(cls):
-    assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_image", "log_summary",
-                                         "log_artifact", "finalize"}
+    assert set(_interface_methods()) == {"log_hyperparams", "log_metrics", "log_table", "log_pil_image",
+                                         "log_summary", "log_artifact", "finalize"}
     assert not cls.__abstractmethods__
 
 
@@ -100,7 +100,7 @@ def test_noop_logger_accepts_every_call_and_writes_nothing(tmp_path, monkeypatch
     logger.log_summary({"best/x": 1.0})
     logger.log_artifact(str(tmp_path), "x")
     assert logger.backends() == []
-    logger.call("log_roc_curve", "roc", [0, 1], np.eye(2), ["a", "b"], step=1)  # a backend-only method: ignored
+    logger.submit(lambda backend: backend.log_dict({"x": 1}, 1))  # a backend's own code: nothing to run it on
     logger.finalize("failed")
     # the raw experiment swallows anything a vendor object would be asked (Lightning's _DummyExperiment)
     assert logger.experiment.log({"a": 1}).define_metric("*", step_metric="x")["k"].finish() is logger.experiment
@@ -253,3 +253,24 @@ def test_each_injected_fault_costs_only_that_backend(tmp_path, caplog, method, e
     assert broken.failure.startswith(f"{method}: {type(error).__name__}")
     assert [r.message for r in caplog.records if "failed in" in r.message] == [
         f"tracking: the faulty logger failed in {broken.failure}; it is off for the rest of the run, training goes on"]
+
+
+@pytest.mark.parametrize("message", ["   ", "\n\n", ""])
+def test_an_error_with_a_blank_message_switches_the_backend_off_and_finalize_returns(tmp_path, caplog, message):
+    """The first line of such an error was once read as `splitlines()[0]` of nothing: an IndexError in the worker
+    thread, which died without marking the call done, so the next flush (a checkpoint, finalize) spun forever."""
+    class Blank(CSVLogger):
+        name = "blank"
+
+        def log_metrics(self, metrics, step):
+            raise ValueError(message)
+
+    guarded = GuardedLogger(Blank(str(tmp_path)), timeout=30)
+    guarded.log_metrics({"x": 1.0}, step=1)
+    guarded.log_metrics({"x": 2.0}, step=2)
+    finished = threading.Event()
+    thread = threading.Thread(target=lambda: (guarded.finalize(), finished.set()), daemon=True)
+    thread.start()
+    assert finished.wait(10), "finalize hung"
+    assert guarded.failure == "log_metrics: ValueError" and guarded.lost_calls == 2
+    assert "the blank logger failed in log_metrics: ValueError;" in caplog.text

@@ -135,23 +135,23 @@ def test_scrub_redacts_secret_names_token_values_and_environment_secrets(monkeyp
     monkeypatch.setenv("SOME_API_TOKEN", "a-value-from-the-environment")
     params = {"lr": 1e-3, "wandb_api_key": "x", "nested": {"password": "p", "note": "uses a-value-from-the-environment"},
               "tags": ["ok", "sk-" + "A1" * 20], "git_commit": SECRET_KEY, "run_name": "20261127-101500"}
-    assert scrub(params) == {"lr": 1e-3, "wandb_api_key": REDACTED, "nested": {"password": REDACTED, "note": REDACTED},
+    assert scrub(params, public=("git_commit",)) == {"lr": 1e-3, "wandb_api_key": REDACTED, "nested": {"password": REDACTED, "note": REDACTED},
                              "tags": ["ok", REDACTED], "git_commit": SECRET_KEY, "run_name": "20261127-101500"}
 
 
 def test_mode_without_credentials_is_offline_and_says_so(monkeypatch, tmp_path, caplog):
-    from tracking.wandb_logger import WandbLogger
+    from tracking.wandb_logger import choose_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert WandbLogger._choose_mode(None, probe_timeout=1) == "offline"
+    assert choose_mode(None, probe_timeout=1) == "offline"
     assert "no API key found" in caplog.text and "wandb sync" in caplog.text
-    assert WandbLogger._choose_mode("disabled", probe_timeout=1) == "disabled"
+    assert choose_mode("disabled", probe_timeout=1) == "disabled"
     (tmp_path / "netrc").write_text("machine api.wandb.ai login user password " + SECRET_KEY + "\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # closed port: refused at once
-    assert WandbLogger._choose_mode("online", probe_timeout=1) == "offline"
+    assert choose_mode("online", probe_timeout=1) == "offline"
 
 
 @pytest.fixture
@@ -237,9 +237,10 @@ def test_confusion_matrix_flag_picks_the_charts_and_no_key_holds_two_kinds(tmp_p
     from models.charts import log_classification_charts
     from tracking import build_logger
 
-    logger = build_logger("wandb", str(tmp_path / "run"), mode="offline", confusion_matrix=("sklearn", "seaborn"))
+    logger = build_logger("wandb", str(tmp_path / "run"), mode="offline")
     y, probs = [0, 1, 1, 0, 1], np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6], [0.1, 0.9]])
-    log_classification_charts(logger, y, probs, ["unacceptable", "acceptable"], step=5)
+    log_classification_charts(logger, y, probs, ["unacceptable", "acceptable"], step=5,
+                              wandb_charts=("sklearn", "seaborn"))
     logger.finalize()
     assert logger.failure is None
     rows = history(wandb_records(offline_run(tmp_path / "run")))

@@ -1,15 +1,16 @@
 """The logger interface every tracking backend implements, and the no-op backend.
 
 `tracking` knows nothing of training, models or data: it receives numbers, tables (pandas DataFrames), images or
-figures and files, each at an explicit global step, and writes them somewhere. Charts (a confusion matrix, ROC
-curves) are built above it, as tables and figures; a backend with charts of its own (W&B) is reached through
-`backends()` and `call()`. Rank logic lives in `tracking.factory`; a backend never asks which process it runs on.
+figures and files, each at an explicit global step, and writes them somewhere. It names no task, metric, chart or
+flag. Charts (a confusion matrix, ROC curves) are built above it, as tables and figures; a backend with charts of its
+own (W&B) is reached through `backends()` and `submit(fn)`. Rank logic lives in `tracking.factory`; a backend never
+asks which process it runs on.
 """
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -59,10 +60,11 @@ class ExperimentLogger(ABC):
         backend, every member of a fan-out, none for the no-op logger. Each has the `name` of its backend."""
         return [self]
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> None:
-        """Run a method that only this backend has (W&B's native charts) the way its interface methods run: for a
-        guarded backend, queued to its worker thread and bounded by the guard's time-out."""
-        getattr(self, method)(*args, **kwargs)
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run `fn(backend, *args, **kwargs)` the way this backend's interface methods run: for a guarded backend,
+        queued to its worker thread and bounded by the guard's time-out. For what only this backend can do (W&B's
+        own charts, drawn by the code that builds the charts)."""
+        fn(self, *args, **kwargs)
 
     @abstractmethod
     def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
@@ -74,10 +76,17 @@ class ExperimentLogger(ABC):
     def log_table(self, key: str, dataframe, step: int) -> None:
         """`dataframe` is a pandas DataFrame."""
 
-    @abstractmethod
     def log_image(self, key: str, image, step: int) -> None:
-        """`image` is a matplotlib Figure, a PIL image or an HxW(xC) uint8 numpy array. A Figure is drawn by the
-        backend, on its own thread: give each backend a Figure of its own."""
+        """`image`: a matplotlib Figure, a PIL image or an HxW(xC) uint8 numpy array, drawn here as a PIL image for
+        `log_pil_image`. A guarded backend (`build_logger`) runs this on its own thread, so a Figure is drawn off the
+        training loop; give each backend a Figure of its own."""
+        from tracking.files import image_to_pil
+
+        self.log_pil_image(key, image_to_pil(image), step)
+
+    @abstractmethod
+    def log_pil_image(self, key: str, image, step: int) -> None:
+        """`image` is a PIL image."""
 
     @abstractmethod
     def log_summary(self, values: Mapping[str, Any]) -> None:
@@ -89,7 +98,8 @@ class ExperimentLogger(ABC):
 
     @abstractmethod
     def finalize(self, status: str = "success") -> None:
-        """Flush and close. `status` is "success", "failed" or "interrupted". Safe to call twice."""
+        """Flush and close. `status` is "success", "failed" or "interrupted". Called once by the guard, which makes
+        a second call harmless."""
 
 
 class _DummyExperiment:
@@ -132,6 +142,9 @@ class NoOpLogger(ExperimentLogger):
     def log_image(self, key, image, step):
         pass
 
+    def log_pil_image(self, key, image, step):
+        pass
+
     def log_summary(self, values):
         pass
 
@@ -144,7 +157,7 @@ class NoOpLogger(ExperimentLogger):
     def backends(self) -> list[ExperimentLogger]:
         return []
 
-    def call(self, method, *args, **kwargs):
+    def submit(self, fn, *args, **kwargs):
         pass
 
 
@@ -167,6 +180,9 @@ class ForwardingLogger(ExperimentLogger):
     def log_image(self, key, image, step):
         self._forward("log_image", key, image, step)
 
+    def log_pil_image(self, key, image, step):
+        self._forward("log_pil_image", key, image, step)
+
     def log_summary(self, values):
         self._forward("log_summary", values)
 
@@ -176,5 +192,5 @@ class ForwardingLogger(ExperimentLogger):
     def finalize(self, status="success"):
         self._forward("finalize", status)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self._forward(method, *args, **kwargs)
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._forward("submit", fn, *args, **kwargs)

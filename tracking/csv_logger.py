@@ -20,8 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from tracking.base import ExperimentLogger, safe_name
-from tracking.secrets import scrub
-from tracking.plots import image_to_pil
+from tracking.files import atomic_write, write_text
 
 FIXED_COLUMNS = ("epoch", "step")
 
@@ -39,16 +38,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def _replace_atomically(path: str, write) -> None:
-    tmp = f"{path}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class CSVLogger(ExperimentLogger):
@@ -74,15 +63,11 @@ class CSVLogger(ExperimentLogger):
         return self.run_dir
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        self._hparams.update(_plain(scrub(dict(params))))
+        self._hparams.update(_plain(dict(params)))
         self._write_yaml("hparams.yaml", self._hparams)
 
     def _write_yaml(self, name: str, data: dict) -> None:
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                yaml.safe_dump(data, f, sort_keys=False)
-
-        _replace_atomically(os.path.join(self.run_dir, name), write)
+        write_text(os.path.join(self.run_dir, name), yaml.safe_dump(data, sort_keys=False))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row = {k: float(v) for k, v in metrics.items() if k not in FIXED_COLUMNS}
@@ -124,7 +109,7 @@ class CSVLogger(ExperimentLogger):
                 writer.writeheader()
                 writer.writerows(self._rows)
 
-        _replace_atomically(self.metrics_path, write)
+        atomic_write(self.metrics_path, write)
         self._file = open(self.metrics_path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, fieldnames=self._columns)
 
@@ -133,15 +118,10 @@ class CSVLogger(ExperimentLogger):
         return os.path.join(self.run_dir, folder, f"{safe_name(key)}-step{int(step)}{suffix}")
 
     def log_table(self, key: str, dataframe, step: int) -> None:
-        path = self._path("tables", key, step, ".csv")
-        _replace_atomically(path, lambda tmp: dataframe.to_csv(tmp, index=False))
+        atomic_write(self._path("tables", key, step, ".csv"), lambda tmp: dataframe.to_csv(tmp, index=False))
 
-    def log_image(self, key: str, image, step: int) -> None:
-        path = self._path("plots", key, step, ".png")
-        if hasattr(image, "savefig"):
-            _replace_atomically(path, lambda tmp: image.savefig(tmp, format="png"))
-        else:
-            _replace_atomically(path, lambda tmp: image_to_pil(image).save(tmp, format="png"))
+    def log_pil_image(self, key: str, image, step: int) -> None:
+        atomic_write(self._path("plots", key, step, ".png"), lambda tmp: image.save(tmp, format="png"))
 
     def log_summary(self, values) -> None:
         self._summary.update(_plain(dict(values)))
@@ -158,15 +138,11 @@ class CSVLogger(ExperimentLogger):
                 shutil.copy2(source, target)
             source = target
         index = os.path.join(self.run_dir, "artifacts.csv")
-        is_new = not os.path.exists(index)
+        rows = [] if os.path.exists(index) else [["name", "type", "aliases", "path"]]
         with open(index, "a", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            if is_new:
-                writer.writerow(["name", "type", "aliases", "path"])
-            writer.writerow([name, type, ",".join(aliases), os.path.relpath(source, self.run_dir)])
+            csv.writer(f).writerows([*rows, [name, type, ",".join(aliases), os.path.relpath(source, self.run_dir)]])
 
     def finalize(self, status: str = "success") -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None
-            self._writer = None
+        self._file = self._writer = None

@@ -3,12 +3,12 @@ backends; every other process gets a `NoOpLogger`, so backends hold no rank logi
 `GuardedLogger`, so a backend that fails is switched off and the others and training go on."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import logging
+from typing import Callable, Sequence
 
 from tracking.base import ExperimentLogger, NoOpLogger
 from tracking.csv_logger import CSVLogger
+from tracking.files import first_line
 from tracking.guard import GuardedLogger
 from tracking.multi import MultiLogger
 
@@ -24,7 +24,7 @@ def _none(run_dir: str, **_options) -> ExperimentLogger:
 def _wandb(run_dir: str, **options) -> ExperimentLogger:
     from tracking.wandb_logger import WandbLogger  # wandb is imported only when asked for
 
-    known = ("project", "entity", "mode", "run_name", "group", "tags", "confusion_matrix")
+    known = ("project", "entity", "mode", "run_name", "group", "tags")
     return WandbLogger(run_dir, **{k: v for k, v in options.items() if k in known and v is not None})
 
 
@@ -58,10 +58,10 @@ def parse_logger_names(spec: str | Sequence[str]) -> list[str]:
 
 
 def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool = True, timeout: float = 60.0,
-                 **options) -> ExperimentLogger:
+                 public_keys: Sequence[str] = (), **options) -> ExperimentLogger:
     """`options` go to the backends that take them (the W&B backend: project, entity, mode, run_name, group,
-    tags, confusion_matrix; the MLflow backend: mlflow_experiment, run_name, group). `timeout`: seconds a backend
-    may take over one call before it is switched off."""
+    tags; the MLflow backend: mlflow_experiment, run_name, group). `timeout`: seconds a backend
+    may take over one call before it is switched off. `public_keys`: hyperparameters never redacted as secrets."""
     names = parse_logger_names(spec)
     if not is_main_process:
         return NoOpLogger()
@@ -70,11 +70,10 @@ def build_logger(spec: str | Sequence[str], run_dir: str, is_main_process: bool 
         if name == "none":
             continue
         try:
-            loggers.append(GuardedLogger(BACKENDS[name](run_dir, **options), timeout=timeout))
+            loggers.append(GuardedLogger(BACKENDS[name](run_dir, **options), timeout, tuple(public_keys)))
         except Exception as exc:  # a tracker that cannot start must not stop the run
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            logging.getLogger(__name__).warning("tracking: the %s logger could not start (%s: %s); going on without it",
-                                                name, type(exc).__name__, reason)
+            logging.getLogger(__name__).warning("tracking: the %s logger could not start (%s); going on without it",
+                                                name, first_line(exc, with_type=True))
     if not loggers:
         return NoOpLogger()
     return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)

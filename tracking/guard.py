@@ -3,6 +3,9 @@
 Each backend gets its own worker thread: the loop only queues calls. The first exception, or a call that has not
 returned after `timeout` seconds, is reported once with the backend's name; the backend is then switched off for
 the rest of the run while training and the other backends go on, and `finalize` says how many calls were lost.
+
+What every backend would otherwise do for itself happens here, once: secrets are scrubbed from hyperparameters
+before they are queued, and a second `finalize` does nothing.
 """
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ import time
 from typing import Any
 
 from tracking.base import ExperimentLogger, ForwardingLogger
+from tracking.files import first_line
+from tracking.secrets import scrub
 
 log = logging.getLogger(__name__)
+_NOT_LOGGING = ("finalize", "load_state_dict")  # calls that log nothing: never counted as lost
 
 
 class GuardedLogger(ForwardingLogger):
-    def __init__(self, backend: ExperimentLogger, timeout: float = 60.0) -> None:
-        self.backend, self.name, self.timeout = backend, backend.name, timeout
+    def __init__(self, backend: ExperimentLogger, timeout: float = 60.0, public_keys: tuple[str, ...] = ()) -> None:
+        """`public_keys`: hyperparameters never redacted, whatever they look like (see `secrets.scrub`)."""
+        self.backend, self.name, self.timeout, self.public_keys = backend, backend.name, timeout, tuple(public_keys)
         self.failure: str | None = None
         self.closed = False  # finalized: the worker has been told to stop, so a second finalize does nothing
         self.lost_calls = 0
@@ -39,20 +46,22 @@ class GuardedLogger(ForwardingLogger):
     def _work(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            method, args, kwargs = item
-            if self.failure is None:
+            try:
+                if item is None:
+                    return
+                method, args, kwargs = item
+                if self.failure is not None:
+                    self.lost_calls += method not in _NOT_LOGGING
+                    continue
                 self._busy = (method, time.monotonic())
                 try:
                     getattr(self.backend, method)(*args, **kwargs)
                 except Exception as exc:
-                    self._fail(method, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
+                    self._fail(method, first_line(exc, with_type=True))
                 finally:
                     self._busy = None
-            else:
-                self.lost_calls += 1
-            self._queue.task_done()
+            finally:  # whatever happened, `flush` must see the call as done
+                self._queue.task_done()
 
     def _fail(self, method: str, reason: str) -> None:
         if self.failure is None:
@@ -72,6 +81,9 @@ class GuardedLogger(ForwardingLogger):
             self.lost_calls += 1
             return
         self._queue.put((method, args, kwargs))
+
+    def log_hyperparams(self, params):
+        self._forward("log_hyperparams", scrub(dict(params), self.public_keys))
 
     def flush(self) -> None:
         """Wait until every queued call has run, at most `timeout` seconds without progress."""

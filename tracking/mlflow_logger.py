@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from tracking.base import ExperimentLogger, flatten, safe_name
-from tracking.plots import image_to_pil
-from tracking.secrets import scrub
+from tracking.files import RunIdFile
 
 DEFAULT_EXPERIMENT = "MLOps Basics"
 STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
@@ -39,11 +38,11 @@ class MlflowLogger(ExperimentLogger):
         output, server = Path(run_dir).resolve().parent, os.environ.get("MLFLOW_TRACKING_URI")
         self.tracking_uri = server or f"sqlite:///{output / 'mlflow.db'}"
         self._artifact_root = None if server else (output / "mlartifacts").as_uri()
-        self._id_file = Path(run_dir, "mlflow", "run-id")
+        self._ids = RunIdFile(run_dir, "mlflow")
         self.client = self.run_id = None
         self._counts: dict[str, int] = {}  # values logged per metric by this run, resumed processes included
         self._stored: dict[str, int] = {}  # values per metric the store held when this process opened the run
-        self._step, self._finished = 0, False
+        self._step = 0
 
     experiment = property(lambda self: self.client)
 
@@ -52,7 +51,7 @@ class MlflowLogger(ExperimentLogger):
             from mlflow import MlflowClient
 
             self.client = client = MlflowClient(self.tracking_uri)
-            run_id = self._id_file.read_text().strip() if self._id_file.is_file() else None
+            run_id = self._ids.read()
             if run_id:  # a resumed run folder: everything in the store counts as logged until load_state_dict
                 client.update_run(run_id, status="RUNNING")
                 stored = client.get_run(run_id).data.metrics
@@ -65,8 +64,7 @@ class MlflowLogger(ExperimentLogger):
                 if self.group:  # nested under the group's parent run
                     tags["mlflow.parentRunId"] = self._group_parent(experiment_id)
                 run_id = client.create_run(experiment_id, run_name=self.run_name, tags=tags).info.run_id
-                self._id_file.parent.mkdir(parents=True, exist_ok=True)
-                self._id_file.write_text(run_id)
+                self._ids.write(run_id)
             self.run_id = run_id
         return self.run_id
 
@@ -84,7 +82,7 @@ class MlflowLogger(ExperimentLogger):
     def log_hyperparams(self, params) -> None:
         from mlflow.entities import Param
 
-        run_id, params = self._open(), {_key(k): v for k, v in flatten(scrub(dict(params))).items()}
+        run_id, params = self._open(), {_key(k): v for k, v in flatten(dict(params)).items()}
         existing = self.client.get_run(run_id).data.params  # MLflow keeps a parameter's first value for good
         # MLflow splits a long batch, and cuts a value over its 6000 characters with a warning (never an error)
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in existing])
@@ -115,11 +113,8 @@ class MlflowLogger(ExperimentLogger):
         path = f"tables/{safe_name(key)}-step{int(step)}.csv"
         self.client.log_text(self._open(), dataframe.to_csv(index=False), path)
 
-    def log_image(self, key: str, image, step: int) -> None:
-        run_id, path = self._open(), f"plots/{safe_name(key)}-step{int(step)}.png"
-        if hasattr(image, "savefig"):
-            return self.client.log_figure(run_id, image, path)
-        self.client.log_image(run_id, image_to_pil(image), artifact_file=path)
+    def log_pil_image(self, key: str, image, step: int) -> None:
+        self.client.log_image(self._open(), image, artifact_file=f"plots/{safe_name(key)}-step{int(step)}.png")
 
     def log_summary(self, values) -> None:
         run_id = self._open()
@@ -133,6 +128,5 @@ class MlflowLogger(ExperimentLogger):
         self.client.set_tag(run_id, f"artifact/{folder}", ", ".join([type, *aliases]))
 
     def finalize(self, status: str = "success") -> None:
-        if self.run_id is not None and not self._finished:
-            self._finished = True
+        if self.run_id is not None:
             self.client.set_terminated(self.run_id, STATUS.get(status, "FAILED"))

@@ -26,7 +26,3 @@ class MultiLogger(ForwardingLogger):
 
     def backends(self) -> list[ExperimentLogger]:
         return [backend for logger in self.loggers for backend in logger.backends()]
-
-    def call(self, method: str, *args, **kwargs) -> None:
-        for logger in self.loggers:
-            logger.call(method, *args, **kwargs)

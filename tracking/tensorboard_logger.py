@@ -12,8 +12,6 @@ import numpy as np
 import pandas as pd
 
 from tracking.base import ExperimentLogger, flatten
-from tracking.plots import image_to_pil
-from tracking.secrets import scrub
 
 
 class TensorBoardLogger(ExperimentLogger):
@@ -38,7 +36,7 @@ class TensorBoardLogger(ExperimentLogger):
 
         # The session's hyperparameters only: with no experiment summary declaring metrics, the HParams view shows
         # every scalar tag of the run as a metric.
-        _, session_start, _ = hparams(flatten(scrub(dict(params))), {})
+        _, session_start, _ = hparams(flatten(dict(params)), {})
         self.writer.file_writer.add_summary(session_start)
 
     def log_metrics(self, metrics, step: int) -> None:
@@ -49,8 +47,8 @@ class TensorBoardLogger(ExperimentLogger):
     def log_table(self, key: str, dataframe: pd.DataFrame, step: int) -> None:
         self.writer.add_text(key, dataframe.to_markdown(index=False), int(step))
 
-    def log_image(self, key: str, image, step: int) -> None:
-        pixels = np.asarray(image_to_pil(image).convert("RGB"))
+    def log_pil_image(self, key: str, image, step: int) -> None:
+        pixels = np.asarray(image.convert("RGB"))
         self.writer.add_image(key, pixels, int(step), dataformats="HWC")
 
     def log_summary(self, values) -> None:

@@ -1,8 +1,9 @@
-"""A generic training loop on Accelerate with Lightning's hooks; it knows no dataset and no model family."""
+"""A generic training loop on Accelerate with Lightning's hooks (trainer.py, module.py, callbacks.py), its resumable
+checkpoints (checkpoint.py) and the run folder's lifecycle (run_folder.py); it knows no dataset and no model family."""
 from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint, Pruning
 from trainer.module import TrainerModule
 from trainer.checkpoint import CheckpointError
-from trainer.trainer import NonFiniteLossError, Trainer
+from trainer.trainer import Interrupted, NonFiniteLossError, Trainer
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -26,4 +27,5 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
-__all__ = ["BestScores", "Callback", "CheckpointError", "EarlyStopping", "ModelCheckpoint", "Pruning", "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]
+__all__ = ["BestScores", "Callback", "CheckpointError", "EarlyStopping", "Interrupted", "ModelCheckpoint", "Pruning",
+           "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]

@@ -9,6 +9,26 @@ import os
 from typing import Any
 
 
+def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` ("max": higher is better, "min": lower is). NaN never
+    does; any other value beats `best` None. The one meaning of "best" in this project: checkpointing, early
+    stopping, best scores, the report and sweeps all ask here."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def best_index(values, mode: str) -> int | None:
+    """The position of the best value in `values` (the first of equals), None when none is a number."""
+    best = None
+    for index, value in enumerate(values):
+        if improves(value, None if best is None else values[best], mode):
+            best = index
+    return best
+
+
 class Callback:
     """Every hook the trainer calls on callbacks; override the ones you need."""
 
@@ -52,11 +72,7 @@ class _Monitor(Callback):
         return trainer.callback_metrics[self.monitor]
 
     def _improves(self, score: float) -> bool:
-        if math.isnan(score):
-            return False
-        if self.mode == "min":
-            return score < self.best_score - self.min_delta
-        return score > self.best_score + self.min_delta
+        return improves(score, self.best_score, self.mode, self.min_delta)
 
 
 class ModelCheckpoint(_Monitor):
@@ -90,7 +106,8 @@ class ModelCheckpoint(_Monitor):
     def on_fit_end(self, trainer, module):
         if self.best_model_path:
             trainer.logger.log_summary({"checkpoint/path": self.best_model_path, "checkpoint/monitor": self.monitor,
-                                        "checkpoint/score": self.best_score, "checkpoint/step": self.best_step})
+                                        "checkpoint/mode": self.mode, "checkpoint/score": self.best_score,
+                                        "checkpoint/step": self.best_step})
         if self.log_model and self.best_model_path:
             trainer.logger.log_artifact(self.best_model_path, name=self.artifact_name, type="model",
                                         aliases=("best", "latest"))
@@ -141,11 +158,8 @@ class BestScores(Callback):
 
     def on_validation_end(self, trainer, module):
         for name, mode in self.modes.items():
-            value = trainer.callback_metrics.get(name)
-            if value is None or math.isnan(value):
-                continue
-            previous = self.best.get(name)
-            if previous is None or (value < previous[0] if mode == "min" else value > previous[0]):
+            value, previous = trainer.callback_metrics.get(name), self.best.get(name)
+            if improves(value, None if previous is None else previous[0], mode):
                 self.best[name] = (value, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:

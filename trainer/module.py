@@ -1,17 +1,15 @@
 """`TrainerModule`: the model-side half of the trainer contract, with PyTorch Lightning's method names.
 
 A subclass defines `training_step`, `validation_step`, `configure_optimizers` and any of the hooks below, and calls
-`self.log(...)` from them. The trainer calls them; `trainer/trainer.py` has the order.
+`self.log(...)` from them, which hands the value to `trainer.log`. The trainer calls the hooks; `trainer/trainer.py`
+has the order. The epoch-end methods receive the epoch's step outputs only when a subclass overrides them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from trainer.trainer import Trainer
 
 
 class TrainerModule(nn.Module):
@@ -19,14 +17,19 @@ class TrainerModule(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._trainer: "Trainer | None" = None
+        self._trainer = None  # the Trainer that drives this module
 
-    # The trainer is kept outside nn.Module's registry so it is never saved, moved or counted as a parameter.
+    # The trainer is not an nn.Module, so it is never saved, moved or counted as a parameter.
     @property
-    def trainer(self) -> "Trainer":
+    def trainer(self):
         if self._trainer is None:
             raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer yet")
         return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        """Set by the `Trainer` that drives this module (Lightning's `module.trainer = trainer`)."""
+        self._trainer = trainer
 
     @property
     def logger(self):
@@ -53,7 +56,7 @@ class TrainerModule(nn.Module):
         """Record a scalar or a torchmetrics `Metric` with Lightning's defaults: on_step in `training_step`,
         on_epoch everywhere else; with both, the logger receives `<name>_step` and `<name>_epoch`. Epoch values are
         means weighted by batch size (inferred from the batch unless given); a `Metric` is computed over the epoch."""
-        self.trainer._results.log(self.trainer._current_hook, name, value, prog_bar, on_step, on_epoch, batch_size)
+        self.trainer.log(name, value, prog_bar=prog_bar, on_step=on_step, on_epoch=on_epoch, batch_size=batch_size)
 
     def log_dict(self, metrics: dict, **kwargs: Any) -> None:
         for name, value in metrics.items():

@@ -1,7 +1,9 @@
 """The training loop: a hand-written `fit -> train epoch -> validation epoch` on Hugging Face Accelerate.
 
 Every hook name is PyTorch Lightning's. `module` is a `TrainerModule`; `cb` is each callback in order; `call(h)`
-runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that defines `h`.
+runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that defines `h` (one dispatcher,
+`Trainer._call`; the module's `*_step` methods go through Accelerate's prepared wrapper). `self.log` in the module is
+`trainer.log`, which picks Lightning's defaults from the hook under way.
 
     fit(module, train_dataloader, val_dataloader, ckpt_path=None):
         if ckpt_path: load the state, then skip the batches of its epoch already trained
@@ -18,7 +20,8 @@ runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that
                         clip gradients; call(on_before_optimizer_step, optimizer)
                         optimizer.step(); scheduler.step(); optimizer.zero_grad(); global_step += 1
                         every log_every_n_steps: write step metrics at global_step
-                call(on_train_batch_end, outputs, batch, batch_idx)
+                call(on_train_batch_end, outputs, batch, batch_idx)   # outputs kept only for an overridden
+                                                                    # training_epoch_end
                 every log_every_n_steps batches: move the progress bar (no per-batch host work)
                 every save_every_n_steps steps: save_state(checkpoints/last)     # resumable, written atomically
                 if global_step reached max_steps or should_stop: leave the epoch
@@ -57,6 +60,7 @@ from trainer.checkpoint import (STATE_FILE, WEIGHTS_FILE, CheckpointError, check
 from trainer.module import TrainerModule
 from trainer.results import Results
 
+_STEP_METHODS = ("training_step", "validation_step", "test_step")
 _PRECISION = {"32": "no", "32-true": "no", "bf16": "bf16", "bf16-mixed": "bf16", "16": "fp16", "16-mixed": "fp16"}
 
 
@@ -101,6 +105,16 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.value = step, value
 
 
+class Interrupted(BaseException):
+    """The run was asked to stop from outside (`request_stop`: SIGTERM, a cluster preempting the job) and stopped at a
+    step boundary, after writing a resumable checkpoint where the run writes them. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    def __init__(self, reason: str = "SIGTERM", step: int | None = None) -> None:
+        super().__init__(reason)
+        self.signal_name, self.step = reason, step
+
+
 class _StepDispatch(torch.nn.Module):
     """Makes `training_step` and friends the wrapper's `forward`, as Lightning does: a step called on a bare
     module would bypass DistributedDataParallel's gradient synchronisation and Accelerate's autocast."""
@@ -142,6 +156,14 @@ class Trainer:
             raise ValueError(f"precision must be one of {', '.join(_PRECISION)}, got {precision!r}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             cpu = True  # torchrun on CPUs: Accelerate only sets up gloo processes when told to use the CPU
+        if not torch.distributed.is_initialized():
+            # Each Trainer builds its Accelerator with its own settings (a sweep's trials may differ in precision);
+            # Accelerate keeps them in a process-wide singleton that refuses a change, so start it afresh. Its own
+            # test utilities do the same. Under torchrun the singleton holds the process group: keep it.
+            from accelerate.state import AcceleratorState, GradientState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
         self.accelerator = Accelerator(  # non_blocking: batches from pinned memory go to the GPU without a wait
             gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu,
             dataloader_config=DataLoaderConfiguration(non_blocking=True),
@@ -175,31 +197,44 @@ class Trainer:
         self._resume: dict | None = None  # position and outputs of the epoch a checkpoint was taken in
         self.last_state_path: str | None = None  # the newest resumable checkpoint, and its step
         self.last_state_step: int | None = None
+        self._stop_request: str | None = None  # why the run was asked to stop from outside (request_stop)
+        self._fit_started = False
+
+    def request_stop(self, reason: str = "SIGTERM") -> None:
+        """Stop at the next optimizer step boundary: write a resumable checkpoint (when the run writes them at all,
+        `save_every_n_steps`), then raise `Interrupted`. Before `fit` has begun, raise `Interrupted` at once; once it
+        has ended, there is nothing left to stop. Meant for a signal handler."""
+        if not self._fit_started:
+            raise Interrupted(reason, self.global_step)
+        self._stop_request = reason
 
     # --- hooks ------------------------------------------------------------------------------------------------
-    def _call(self, hook: str, *args: Any) -> None:
-        """Run the module's hook, then each callback's, skipping objects that do not define it."""
+    def _call(self, hook: str, *args: Any) -> Any:
+        """The one hook dispatcher: run the module's `hook`, then each callback's, skipping objects that do not
+        define it, and return the module's result. A step method (`training_step`, ...) runs through the prepared
+        wrapper, so that DDP and autocast see the forward. The hook under way picks `log()`'s defaults."""
         previous, self._current_hook = self._current_hook, hook
         try:
+            if hook in _STEP_METHODS:
+                return self._model(hook, *args)
             fn = getattr(self.module, hook, None)
-            if callable(fn):
-                fn(*args)
+            result = fn(*args) if callable(fn) else None
             for callback in self.callbacks:
                 fn = getattr(callback, hook, None)
                 if callable(fn):
                     fn(self, self.module, *args)
+            return result
         finally:
             self._current_hook = previous
 
-    def _step_fn(self, name: str, *args: Any) -> Any:
-        """Run a module step method with `self.log` defaults of that method."""
-        previous, self._current_hook = self._current_hook, name
-        try:
-            if name.endswith("_step"):  # through the prepared wrapper, so DDP and autocast see the forward
-                return self._model(name, *args)
-            return getattr(self.module, name)(*args)
-        finally:
-            self._current_hook = previous
+    def log(self, name: str, value: Any, prog_bar: bool = False, on_step: bool | None = None,
+            on_epoch: bool | None = None, batch_size: int | None = None) -> None:
+        """What `TrainerModule.log` calls: record a value with Lightning's defaults for the hook under way."""
+        self._results.log(self._current_hook, name, value, prog_bar, on_step, on_epoch, batch_size)
+
+    def _keeps_outputs(self, hook: str) -> bool:
+        """Whether the module overrides `hook` (an `*_epoch_end`): only then are the epoch's step outputs kept."""
+        return getattr(type(self.module), hook, None) is not getattr(TrainerModule, hook)
 
     @property
     def is_main_process(self) -> bool:
@@ -209,7 +244,7 @@ class Trainer:
     def _attach(self, module: TrainerModule) -> None:
         if self.module is module:
             return
-        module._trainer = self
+        module.trainer = self
         self.module = module
         self._model = self.accelerator.prepare_model(_StepDispatch(module))
 
@@ -259,6 +294,7 @@ class Trainer:
         self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
         if ckpt_path is not None:
             self._load_state(ckpt_path)
+        self._fit_started = True
         try:
             self._call("on_fit_start")
             self._call("on_train_start")
@@ -298,32 +334,37 @@ class Trainer:
         batches = self.accelerator.skip_first_batches(loader, skip) if skip else loader
         if resume:
             batches = self._restore_rng_after_first_batch(batches, resume["rng"])
-        done = skip
+        done, keep = skip, self._keeps_outputs("training_epoch_end")
         for batch_idx, batch in enumerate(batches, start=skip):
             done, step_before = batch_idx + 1, self.global_step
             self._results.batch = batch
             self._call("on_train_batch_start", batch, batch_idx)
             with self.accelerator.accumulate(self._model):
-                out = self._step_fn("training_step", batch, batch_idx)
+                out = self._call("training_step", batch, batch_idx)
                 loss = out["loss"] if isinstance(out, dict) else out
                 self._watch_loss(loss)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:
                     self._optimizer_step()
-            outputs.append({k: v.detach() for k, v in out.items()} if isinstance(out, dict) else {"loss": loss.detach()})
+            if keep:
+                outputs.append({k: v.detach() for k, v in out.items()} if isinstance(out, dict) else
+                               {"loss": loss.detach()})
             self._call("on_train_batch_end", out, batch, batch_idx)
             if done % self.log_every_n_steps == 0:
                 self._advance_progress(done)
-            if self.save_every_n_steps and self.global_step != step_before and \
-                    self.global_step % self.save_every_n_steps == 0:
+            stepped = self.global_step != step_before
+            if self.save_every_n_steps and stepped and (self.global_step % self.save_every_n_steps == 0
+                                                        or self._stop_request):
                 self.save_state(os.path.join(self.default_root_dir, "checkpoints", "last"), batch_idx + 1, outputs)
+            if self._stop_request and stepped:
+                raise Interrupted(self._stop_request, self.global_step)
             if self.should_stop or self._reached_max_steps():
                 break
         self._results.batch = None
         self._advance_progress(done)
         self._progress_close()
         self._check_loss()
-        self._step_fn("training_epoch_end", outputs)
+        self._call("training_epoch_end", outputs)
         self._call("on_train_epoch_end")
         if self.lr_scheduler is not None and self.scheduler_interval == "epoch":
             self.lr_scheduler.step()
@@ -389,12 +430,12 @@ class Trainer:
         self._model.eval()
         self._call(f"on_{short}_start")
         self._call(f"on_{short}_epoch_start")
-        outputs = []
+        outputs, keep = [], self._keeps_outputs(f"{short}_epoch_end")
         for batch_idx, batch in enumerate(loader):
             self._results.batch = batch
             self._call(f"on_{short}_batch_start", batch, batch_idx)
-            out = self._step_fn(f"{short}_step", batch, batch_idx)
-            if out is not None:
+            out = self._call(f"{short}_step", batch, batch_idx)
+            if out is not None and keep:
                 outputs.append(out)
             self._call(f"on_{short}_batch_end", out, batch, batch_idx)
             if (batch_idx + 1) % self.log_every_n_steps == 0:
@@ -402,7 +443,7 @@ class Trainer:
             else:
                 self._results.step.clear()
         self._results.batch = None
-        self._step_fn(f"{short}_epoch_end", outputs)
+        self._call(f"{short}_epoch_end", outputs)
         self._call(f"on_{short}_epoch_end")
         metrics = self._write_epoch()
         self._call(f"on_{short}_end")

@@ -1,4 +1,5 @@
-"""`ColaModel`, its metrics and sample table, checked against scikit-learn on an independent forward pass."""
+"""models/classifier.py and callbacks.py: `SequenceClassifier` (the seed's `ColaModel`), its metrics and the
+misclassified-examples table, checked against scikit-learn on an independent forward pass."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,8 +7,8 @@ import torch
 from sklearn import metrics as skm
 
 from conftest import tiny_bert
-from data import ColaDataModule
-from models import ColaModel, ColaPredictor, SamplesVisualisationLogger
+from data import TextClassificationDataModule
+from models import MisclassifiedExamples, Predictor, SequenceClassifier
 from tracking import CSVLogger
 from trainer import Callback, ModelCheckpoint, Trainer, seed_everything
 
@@ -25,9 +26,9 @@ class DropoutWatch(Callback):
 def trained(tmp_path_factory, tiny_cola, tiny_tokenizer):
     tmp_path = tmp_path_factory.mktemp("trained")
     seed_everything(0)
-    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=5e-3, warmup_ratio=0.0)
-    dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, eval_batch_size=6).setup()
-    samples, watch = SamplesVisualisationLogger(dm.sentences["validation"]), DropoutWatch()
+    model = SequenceClassifier(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=5e-3, warmup_ratio=0.0)
+    dm = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, eval_batch_size=6).setup()
+    samples, watch = MisclassifiedExamples(dm.sentences["validation"]), DropoutWatch()
     checkpoint = ModelCheckpoint(monitor="valid/loss")
     trainer = Trainer(max_epochs=2, log_every_n_steps=2, logger=CSVLogger(str(tmp_path / "run")),
                       callbacks=[checkpoint, samples, watch], default_root_dir=str(tmp_path / "run"),
@@ -106,14 +107,14 @@ def test_checkpoint_is_a_hugging_face_folder(trained, tmp_path):
     enc = tokenizer(["The cat saw him.", "Him saw the cat."], padding=True, return_tensors="pt")
     with torch.no_grad():
         probs = loaded(**enc).logits.softmax(-1)
-    predicted = ColaPredictor(str(best)).predict(["The cat saw him.", "Him saw the cat."])
+    predicted = Predictor(str(best)).predict(["The cat saw him.", "Him saw the cat."])
     assert [[s["label"] for s in row] for row in predicted] == [["unacceptable", "acceptable"]] * 2
     np.testing.assert_allclose([[s["score"] for s in row] for row in predicted], probs.numpy(), atol=1e-6)
-    assert ColaModel(model_name=str(best)).model.config.num_labels == 2
+    assert SequenceClassifier(model_name=str(best)).model.config.num_labels == 2
 
 
 def test_head_learning_rate_goes_to_pooler_and_classifier(tiny_tokenizer):
-    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-5, head_lr=1e-3)
+    model = SequenceClassifier(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-5, head_lr=1e-3)
     trainer = Trainer(max_epochs=2, enable_progress_bar=False)
     trainer.module, model._trainer, trainer.estimated_stepping_batches = model, trainer, 100
     config = model.configure_optimizers()
@@ -129,9 +130,9 @@ def test_same_seed_same_run(tmp_path, tiny_cola, tiny_tokenizer):
     """deterministic=True as the seed passes it: two runs give the same weights and the same metrics, bit for bit."""
     def run(name):
         seed_everything(7, deterministic=True)
-        model = ColaModel(model=tiny_bert(tiny_tokenizer, seed=7), tokenizer=tiny_tokenizer,
+        model = SequenceClassifier(model=tiny_bert(tiny_tokenizer, seed=7), tokenizer=tiny_tokenizer,
                           lr=1e-3)
-        dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, seed=7).setup()
+        dm = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, seed=7).setup()
         trainer = Trainer(max_epochs=2, log_every_n_steps=1, logger=CSVLogger(str(tmp_path / name)),
                           enable_progress_bar=False)
         trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
@@ -144,7 +145,7 @@ def test_same_seed_same_run(tmp_path, tiny_cola, tiny_tokenizer):
 
 def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_adamw(tiny_tokenizer):
     seed_everything(0)
-    model = ColaModel(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-2, weight_decay=0.1,
+    model = SequenceClassifier(model=tiny_bert(tiny_tokenizer), tokenizer=tiny_tokenizer, lr=1e-2, weight_decay=0.1,
                       warmup_ratio=0.0)
     reference = {name: p.detach().clone() for name, p in model.model.named_parameters()}
     trainer = Trainer(max_steps=1, enable_progress_bar=False)
@@ -165,3 +166,25 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_adamw(tiny_toke
         torch.optim.AdamW(copies, lr=group["lr"], weight_decay=group["weight_decay"], foreach=False).step()
         for n, c in zip(names, copies):
             torch.testing.assert_close(dict(model.model.named_parameters())[n].detach(), c.detach())
+
+
+def test_every_metric_the_classifier_logs_may_be_monitored(trained):
+    """What a validation logs (read from the run's metrics.csv) is what --monitor accepts: METRICS once lacked
+    valid/f1_micro, so `--monitor valid/f1_micro` was refused."""
+    from models.tasks import check_monitor, monitorable
+
+    *_, run_dir = trained
+    logged = {c.removesuffix("_epoch").removesuffix("_step") for c in pd.read_csv(run_dir / "metrics.csv").columns
+              if c not in ("epoch", "step")}
+    cola = type("Source", (), {"kind": "glue", "task": "cola", "label_names": ("unacceptable", "acceptable")})
+    assert logged == set(monitorable(cola)) and "valid/f1_micro" in logged
+    for name in logged:
+        check_monitor(name, cola)
+        check_monitor(f"{name}_epoch", cola)
+
+
+def test_the_seeds_names_are_the_classes_of_today():
+    from models import ColaModel, ColaPredictor, SamplesVisualisationLogger
+
+    assert (ColaModel, ColaPredictor, SamplesVisualisationLogger) == (SequenceClassifier, Predictor,
+                                                                      MisclassifiedExamples)

@@ -1,57 +1,11 @@
-import pytest
+"""data/datamodule.py, cache.py, sampling.py: tokenized, cached, length-grouped batches."""
 import torch
 
-from data import ColaDataModule, DataError, load_cola, read_glue_tsv
-from conftest import SHARED_COLA
-
-
-def write(path, data: bytes):
-    path.write_bytes(data)
-    return str(path)
-
-
-def test_reads_rows_with_quotes_and_empty_annotation(tmp_path):
-    path = write(tmp_path / "t.tsv", b'gj04\t1\t\tHe said "hi".\ngj04\t0\t*\tDon\'t "him" it.\nx\t1\t \tOk.\n')
-    assert read_glue_tsv(path) == {"sentence": ['He said "hi".', "Don't \"him\" it.", "Ok."], "label": [1, 0, 1],
-                                   "idx": [0, 1, 2]}
-
-
-def test_accepts_bom_crlf_and_a_header_line(tmp_path):
-    path = write(tmp_path / "t.tsv", "\ufeffsource\tlabel\tannotation\tsentence\r\ngj04\t1\t\tA b.\r\n".encode())
-    assert read_glue_tsv(path) == {"sentence": ["A b."], "label": [1], "idx": [0]}
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"gj04\t1\t\tFine.\ngj04\t1\tOnly three\n", r"t.tsv:2: expected 4 tab-separated columns .* found 3"),
-    (b"gj04\t2\t\tBad label.\n", r"t.tsv:1: label must be 0 or 1, found '2'"),
-    (b"", r"t.tsv: no rows"),
-    (b"gj04\t1\t\tFine.\ngj04\t1\t\tCaf\xe9.\n", r"t.tsv:2: bytes that are not UTF-8"),
-    (b"gj04\t1\t\t  \n", r"t.tsv:1: empty sentence"),
-    (b"gj04\t1\t\tFine.\n\n", r"t.tsv:2: empty line"),
-])
-def test_bad_files_name_file_line_and_problem(tmp_path, content, message):
-    with pytest.raises(DataError, match=message):
-        read_glue_tsv(write(tmp_path / "t.tsv", content))
-
-
-def test_missing_file_and_folder(tmp_path):
-    with pytest.raises(DataError, match=r"dev.tsv: file not found; pass --data-dir"):
-        (tmp_path / "train.tsv").write_text("gj04\t1\t\tFine.\n")
-        load_cola(str(tmp_path))
-    with pytest.raises(DataError, match="data folder not found"):
-        load_cola(str(tmp_path / "nope"))
-
-
-@pytest.mark.skipif(not SHARED_COLA.is_dir(), reason=f"CoLA TSV files not found at {SHARED_COLA}")
-def test_real_cola_files():
-    splits = load_cola(str(SHARED_COLA))
-    assert splits["train"].num_rows == 8551 and splits["validation"].num_rows == 1043
-    assert sum(splits["train"]["label"]) == 6023 and sum(splits["validation"]["label"]) == 721  # from its README
-    assert splits["validation"][0]["sentence"] == "The sailors rode the breeze clear of the rocks."
+from data import TextClassificationDataModule
 
 
 def test_batches_are_padded_per_batch_and_keep_the_row_index(tiny_cola, tiny_tokenizer):
-    dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, eval_batch_size=6, seed=3).setup()
+    dm = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, eval_batch_size=6, seed=3).setup()
     lengths = [len(tiny_tokenizer(s)["input_ids"]) for s in dm.sentences["train"]]
     seen = []
     for batch in dm.train_dataloader():
@@ -70,7 +24,7 @@ def test_batches_are_padded_per_batch_and_keep_the_row_index(tiny_cola, tiny_tok
 
 def test_training_order_is_seeded(tiny_cola, tiny_tokenizer):
     def order(seed):
-        dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, seed=seed).setup()
+        dm = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), batch_size=8, seed=seed).setup()
         loader = dm.train_dataloader()
         return [torch.cat([b["idx"] for b in loader]).tolist() for _ in range(2)]
 
@@ -125,15 +79,15 @@ def _tokenized(dm):
 
 def test_tokenization_is_cached_across_runs_by_content(tmp_path, tiny_cola, tiny_tokenizer, monkeypatch):
     cache = tmp_path / "cache"
-    fresh = _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
-    first = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    fresh = _tokenized(TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
+    first = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
     assert _tokenized(first) == fresh
     entries = sorted(p.name for p in (cache / "tokenized").iterdir())
     assert len(entries) == 2  # train and validation
 
     calls = []
-    monkeypatch.setattr(ColaDataModule, "_tokenize", lambda self, batch: calls.append(1))
-    second = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    monkeypatch.setattr(TextClassificationDataModule, "_tokenize", lambda self, batch: calls.append(1))
+    second = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
     assert calls == [] and _tokenized(second) == fresh  # read back, not tokenized again
     monkeypatch.undo()
 
@@ -143,45 +97,45 @@ def test_tokenization_is_cached_across_runs_by_content(tmp_path, tiny_cola, tiny
     (changed / "dev.tsv").write_bytes((tiny_cola / "dev.tsv").read_bytes())
     lines = (tiny_cola / "train.tsv").read_text().splitlines(keepends=True)
     (changed / "train.tsv").write_text("".join(lines[:-1]) + "tiny\t1\t\tThe dog saw mary.\n")
-    edited = ColaDataModule(tiny_tokenizer, data_dir=str(changed), cache_dir=str(cache)).setup()
+    edited = TextClassificationDataModule(tiny_tokenizer, data_dir=str(changed), cache_dir=str(cache)).setup()
     assert edited.splits["train"][-1]["input_ids"] == tiny_tokenizer("The dog saw mary.")["input_ids"]
-    shorter = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache), max_length=4).setup()
+    shorter = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache), max_length=4).setup()
     assert max(len(ids) for ids in shorter.splits["train"]["input_ids"]) == 4
     assert len(list((cache / "tokenized").iterdir())) == 2 + 1 + 2  # the unchanged dev.tsv reuses its entry
 
 
 def test_a_broken_or_unwritable_cache_costs_only_time(tmp_path, tiny_cola, tiny_tokenizer, caplog):
-    fresh = _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
+    fresh = _tokenized(TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup())
     cache = tmp_path / "cache"
-    ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
+    TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()
     for entry in (cache / "tokenized").iterdir():
         for f in entry.iterdir():
             f.write_bytes(b"garbage")
-    assert _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()) == fresh
+    assert _tokenized(TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(cache)).setup()) == fresh
     assert "cannot read" in caplog.text
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     caplog.clear()
-    assert _tokenized(ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(blocker)).setup()) == fresh
-    assert "cannot write" in caplog.text and "COLA_MONITOR_CACHE" in caplog.text
+    assert _tokenized(TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=str(blocker)).setup()) == fresh
+    assert "cannot write" in caplog.text and "TEXT_CLASSIFIER_CACHE" in caplog.text
 
 
 def test_the_default_cache_follows_the_environment(tmp_path, monkeypatch):
-    from data.cola import default_cache_dir
+    from data.cache import default_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("COLA_MONITOR_CACHE", raising=False)
-    assert default_cache_dir() == str(tmp_path / "xdg" / "cola-monitor")
-    monkeypatch.setenv("COLA_MONITOR_CACHE", str(tmp_path / "mine"))
+    monkeypatch.delenv("TEXT_CLASSIFIER_CACHE", raising=False)
+    assert default_cache_dir() == str(tmp_path / "xdg" / "text-classifier-monitor")
+    monkeypatch.setenv("TEXT_CLASSIFIER_CACHE", str(tmp_path / "mine"))
     assert default_cache_dir() == str(tmp_path / "mine")
 
 
 def test_loader_settings_for_a_cpu_machine(tiny_cola, tiny_tokenizer):
-    from data.cola import default_num_workers
+    from data.datamodule import default_num_workers
 
     gpu = torch.cuda.is_available()
     assert default_num_workers() == 0
-    dm = ColaDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup()
+    dm = TextClassificationDataModule(tiny_tokenizer, data_dir=str(tiny_cola), cache_dir=None).setup()
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         assert loader.num_workers == default_num_workers() and loader.pin_memory == gpu
     dm.num_workers = 1

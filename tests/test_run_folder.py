@@ -149,7 +149,7 @@ def test_killed_before_the_first_row_then_resumed_keeps_the_csv_record(tmp_path,
     """The checkpoint at step 1 comes before any metrics row (rows every 50 steps, epochs of 6 steps)."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from scripts import train
+    from recipes import train
     from trainer import Callback
 
     class Crash(Exception):
@@ -217,12 +217,12 @@ def test_a_checkpoint_of_another_shape_is_refused_before_training(tmp_path, kill
 ])
 def test_bad_output_folders_and_run_names_write_nothing(tmp_path, tiny_cola, tiny_model_dir, output_dir, run_name,
                                                        fragment, capsys, monkeypatch):
-    from scripts import _cli, train
+    from recipes import cli, train
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")
     before = fingerprint(tmp_path)
-    code = _cli.run_main(train.main, [*flags(tiny_model_dir, tiny_cola), "--output-dir", output_dir, "--run-name",
+    code = cli.run_main(train.main, [*flags(tiny_model_dir, tiny_cola), "--output-dir", output_dir, "--run-name",
                                       run_name])
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and fragment in err, err

@@ -1,7 +1,7 @@
-"""sweep.py's report: one self-contained HTML file (images embedded, no network), built on tracking/report.py's page.
-
-The trials table sorted by the metric (best first), the best trial's train.py command, the optimisation history, each
-trial's metric per epoch (where the pruner stopped it), and the parameters' importance (Optuna's fANOVA)."""
+"""A sweep's report, built from the Optuna study alone (so on any machine that reaches its storage): one
+self-contained HTML file (tracking/page.py). The trials table sorted by the metric (best first; the worker and
+machine that ran each trial, a failed trial's reason), the best trial's train.py command, the optimisation history,
+each trial's metric per epoch (where the pruner stopped it), and the parameters' importance (Optuna's fANOVA)."""
 from __future__ import annotations
 
 import html
@@ -10,7 +10,8 @@ import warnings
 
 import pandas as pd
 
-from tracking.report import figure_html, table_html, write_page
+from tracking.page import figure_html, table_html, write_page
+from trainer.callbacks import improves
 
 
 def trials_table(study, metric: str, direction: str) -> pd.DataFrame:
@@ -43,7 +44,7 @@ def _history(study, metric: str, direction: str):
                color="C3", marker="x", label="pruned (last value)", zorder=3)
     best, xs, ys = None, [], []
     for trial in sorted(complete, key=lambda t: t.number):
-        if best is None or (trial.value > best if direction == "max" else trial.value < best):
+        if improves(trial.value, best, direction):
             best = trial.value
         xs.append(trial.number)
         ys.append(best)

@@ -1,5 +1,5 @@
-"""`ColaModel`: a sequence classifier for N named classes (CoLA's two by default) with the seed's metrics, as a
-`TrainerModule`.
+"""`SequenceClassifier` (the seed's name `ColaModel` is an alias): a transformer classifier for N named classes with
+the seed's metrics, as a `TrainerModule`.
 
 Metric names are the seed's (`train/loss`, `train/acc`, `valid/loss`, `valid/acc`, `valid/precision_macro`,
 `valid/recall_macro`, `valid/precision_micro`, `valid/recall_micro`, `valid/f1` = macro F1) plus `valid/mcc`
@@ -16,17 +16,19 @@ from typing import Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
+from models.charts import WANDB_CONFUSION_CHARTS, log_classification_charts
 from models.pretrained import DEFAULT_MODEL, resolve_model_path
 from trainer import TrainerModule
 
-LABELS = ("unacceptable", "acceptable")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-# What `--monitor` may name: every metric the model logs by the time a validation ends (`_epoch` forms too).
+PER_CLASS = "per_class"  # the table of each class's precision, recall, F1 and support
+# Every metric the model logs by the time a validation ends (`_epoch` forms too), what `--monitor` may name;
+# `valid/f1_positive` only for the tasks that ask for it (`f1_positive`).
 METRICS = ("valid/loss", "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
-           "valid/recall_micro", "valid/f1", "valid/mcc", "train/loss", "train/acc")
+           "valid/recall_micro", "valid/f1", "valid/mcc", "valid/f1_micro", "train/loss", "train/acc")
 
 
-class ColaModel(TrainerModule):
+class SequenceClassifier(TrainerModule):
     def __init__(
         self,
         model_name: str = DEFAULT_MODEL,
@@ -37,16 +39,18 @@ class ColaModel(TrainerModule):
         dropout: float | None = None,
         model=None,
         tokenizer=None,
-        label_names: Sequence[str] | None = LABELS,
+        label_names: Sequence[str] | None = None,
         f1_positive: bool = False,
+        wandb_charts: Sequence[str] = WANDB_CONFUSION_CHARTS,
     ) -> None:
         """`model`/`tokenizer` may be given ready-made (tests build tiny random BERTs; the class names are then the
         model config's); otherwise both are loaded from `model_name`. `head_lr` is the learning rate of the freshly
         initialised pooler and classifier; `dropout` overrides the checkpoint's hidden and attention dropout.
 
         `label_names`: the classes in id order, saved in the checkpoint's config (`id2label`, `label2id`); a head of
-        another size in `model_name` is replaced by a fresh one. None: the checkpoint's own classes (evaluate.py).
-        `f1_positive`: also log `valid/f1_positive`, the F1 of class 1 (binary tasks such as MRPC and QQP)."""
+        another size in `model_name` is replaced by a fresh one. None: the checkpoint's own classes.
+        `f1_positive`: also log `valid/f1_positive`, the F1 of class 1 (binary tasks such as MRPC and QQP).
+        `wandb_charts`: the seed's confusion-matrix charts W&B draws (models/charts.py)."""
         super().__init__()
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -71,6 +75,7 @@ class ColaModel(TrainerModule):
         config = self.model.config
         self.label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.f1_positive = f1_positive and len(self.label_names) == 2
+        self.wandb_charts = tuple(wandb_charts)
         n = len(self.label_names)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.
         kw = {"num_classes": n, "sync_on_compute": False}
@@ -200,13 +205,11 @@ class ColaModel(TrainerModule):
         classes = list(range(len(self.label_names)))
         precision, recall, f1, support = precision_recall_fscore_support(labels.numpy(), preds.numpy(),
                                                                          labels=classes, zero_division=0)
-        self.logger.log_table("per_class", pd.DataFrame({"class": self.label_names, "precision": precision,
+        self.logger.log_table(PER_CLASS, pd.DataFrame({"class": self.label_names, "precision": precision,
                                                          "recall": recall, "f1": f1, "support": support}),
                               step=self.global_step)
-        probs = logits.softmax(-1).numpy()
-        from models.charts import log_classification_charts
-
-        log_classification_charts(self.logger, labels.numpy(), probs, self.label_names, step=self.global_step)
+        log_classification_charts(self.logger, labels.numpy(), logits.softmax(-1).numpy(), self.label_names,
+                                  step=self.global_step, wandb_charts=self.wandb_charts)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup
@@ -229,7 +232,10 @@ class ColaModel(TrainerModule):
 
     def save_pretrained(self, path: str) -> None:
         """A Hugging Face folder (safetensors weights, config, tokenizer) that
-        `AutoModelForSequenceClassification.from_pretrained` and `ColaModel(model_name=path)` both load."""
+        `AutoModelForSequenceClassification.from_pretrained` and `SequenceClassifier(model_name=path)` both load."""
         os.makedirs(path, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+
+ColaModel = SequenceClassifier  # the seed's name
