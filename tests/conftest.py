@@ -146,6 +146,82 @@ def assert_one_line_error(result, *fragments, code: int = 2):
         assert fragment in errors[0], errors[0]
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server's URL (no database name): .ci/run's (TEST_POSTGRES_URL), else one started here
+    for the session. Skipped only where PostgreSQL is not installed at all; with REQUIRE_POSTGRES set (.ci/run), a
+    missing PostgreSQL fails instead."""
+    import tempfile
+
+    import pg_server
+
+    if os.environ.get("TEST_POSTGRES_URL"):
+        yield os.environ["TEST_POSTGRES_URL"]
+        return
+    if not pg_server.available():
+        message = "needs PostgreSQL's initdb and pg_ctl (Debian: apt-get install postgresql; .ci/run installs it)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = tempfile.mkdtemp(prefix="pg-")  # not under pytest's tmp folders: the postgres user must reach it
+    try:
+        yield pg_server.start(folder)
+    finally:
+        pg_server.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_server) -> str:
+    """The URL of a fresh, empty database of its own on the throwaway PostgreSQL server."""
+    import pg_server
+
+    return pg_server.new_database(postgres_server)
+
+
+class MlflowServer:
+    """`mlflow server` on a free loopback port, with `store` as its backend store (a SQLite file in `home`, or a
+    PostgreSQL database) and a folder of `home` as its artifact store. It boots in the background: `ready()` waits."""
+
+    def __init__(self, home: Path, store: str | None = None) -> None:
+        import socket
+        import subprocess
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url, self.home = f"http://127.0.0.1:{port}", home
+        self.store = store or f"sqlite:///{home / 'mlflow.db'}"
+        with open(home / "server.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store,
+                 "--default-artifact-root", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", "1"],
+                cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runner: starts sooner
+
+    def ready(self) -> str:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
+                return self.url
+            except OSError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, \
+                    (self.home / "server.log").read_text()[-3000:]
+                time.sleep(0.25)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its uvicorn worker, in their own session
+        self.proc.wait()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "

@@ -1,6 +1,7 @@
 """One suite for every backend: each implements the ExperimentLogger interface the same way. Built as the scripts
 build them (`build_logger`, so through the failure guard, whose worker thread runs every call), fed each verb at
-increasing steps, finalized twice, resumed from `state_dict()`, and read back with the tracker's own reader."""
+increasing steps, finalized twice, resumed from `state_dict()`, and read back with the tracker's own reader. MLflow
+twice: its default SQLite store, and a team's `mlflow server` whose store is PostgreSQL."""
 import json
 import math
 import subprocess
@@ -14,11 +15,15 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
+import pg_server
+from conftest import MlflowServer
 from tracking import build_logger
 from tracking.base import flatten
 
-BACKENDS = ["none", "csv", "wandb", "tensorboard", "mlflow"]
-RESUME_WITHOUT_REPEATS = {"csv", "mlflow"}  # the others may show the steps logged after the checkpoint twice
+# mlflow: its default SQLite store beside the run folders; mlflow-server: a team's `mlflow server` on PostgreSQL
+BACKENDS = ["none", "csv", "wandb", "tensorboard", "mlflow", "mlflow-server"]
+RESUME_WITHOUT_REPEATS = {"csv", "mlflow", "mlflow-server"}  # the others may show the steps logged after the
+# checkpoint twice
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +32,23 @@ def mlflow_output(tmp_path_factory):
     return tmp_path_factory.mktemp("mlflow-output")
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory, postgres_server):
+    """`mlflow server` with a PostgreSQL store and a folder as artifact store, for the module."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), pg_server.new_database(postgres_server))
+    yield server
+    server.kill()
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request, tmp_path, mlflow_output):
+def backend(request, tmp_path, mlflow_output, monkeypatch):
     """(name, run folder, make): `make()` builds the backend on that run folder, again for a resumed process."""
     name = request.param
     run_dir = (mlflow_output if name == "mlflow" else tmp_path) / request.node.name.replace("[", "-").strip("]")
-    return name, run_dir, lambda: build_logger(name, str(run_dir), run_name=run_dir.name, mode="offline")
+    if name == "mlflow-server":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_server").ready())
+    spec = name.split("-")[0]
+    return name, run_dir, lambda: build_logger(spec, str(run_dir), run_name=run_dir.name, mode="offline")
 
 
 def finish(logger):
@@ -159,9 +175,12 @@ def read_tensorboard(run_dir: Path) -> dict:
 
 
 def read_mlflow(run_dir: Path) -> dict:
+    """From the store the run went to: $MLFLOW_TRACKING_URI (a server), else the SQLite file beside the run."""
+    import os
+
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+    client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent / 'mlflow.db'}")
     run_id = (run_dir / "mlflow" / "run-id").read_text()
     run = client.get_run(run_id)
 
@@ -180,4 +199,5 @@ def read_mlflow(run_dir: Path) -> dict:
             "artifacts": {p.split("/")[0] for p in paths} - {"tables", "plots"}}
 
 
-READERS = {"csv": read_csv, "wandb": read_wandb, "tensorboard": read_tensorboard, "mlflow": read_mlflow}
+READERS = {"csv": read_csv, "wandb": read_wandb, "tensorboard": read_tensorboard, "mlflow": read_mlflow,
+           "mlflow-server": read_mlflow}

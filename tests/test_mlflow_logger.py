@@ -1,22 +1,22 @@
-"""The MLflow backend against a real `mlflow server` (SQLite, loopback, a free port) and against the SQLite default:
+"""The MLflow backend against a real `mlflow server` (loopback, a free port) whose store is SQLite, then PostgreSQL (a
+team's server), and against the SQLite default:
 scripts/train.py runs with `--logger csv,mlflow`, and the run is read back with `MlflowClient` and compared with the
 run folder that the CSV backend wrote."""
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+import pg_server
+from conftest import ROOT, MlflowServer
 from tracking.base import flatten
 from trainer.checkpoint import STATE_FILE, load_state
 
@@ -28,48 +28,12 @@ SUMMARY_METRICS = {"best/valid/loss", "best/valid/loss_step", "best/valid/mcc", 
                    "checkpoint/score", "checkpoint/step"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` with a SQLite store in a temporary folder, on a free loopback port."""
-
-    def __init__(self, home: Path) -> None:
-        port = free_port()
-        self.url, self.home = f"http://127.0.0.1:{port}", home
-        with open(home / "server.log", "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                 "--default-artifact-root", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", "1"],
-                cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runner: starts sooner
-
-    def ready(self) -> str:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
-                return self.url
-            except OSError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, \
-                    (self.home / "server.log").read_text()[-3000:]
-                time.sleep(0.25)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its uvicorn worker, in their own session
-        self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Started once for the module, and not waited for: it boots while the first test trains without it. The last
-    test kills it."""
-    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory):
+    """`mlflow server` with a SQLite store, then with a PostgreSQL one (a team's server), started once for each and
+    not waited for: it boots while the first test trains without it. The last test kills it."""
+    store = None if request.param == "sqlite" else pg_server.new_database(request.getfixturevalue("postgres_server"))
+    server = MlflowServer(tmp_path_factory.mktemp(f"mlflow-server-{request.param}"), store)
     yield server
     server.kill()
 
@@ -131,8 +95,7 @@ def check_run(client: MlflowClient, run_dir: Path, tmp_path: Path) -> str:
     return run_id
 
 
-def test_without_a_server_the_run_goes_to_sqlite_in_the_output_folder(server, model_dir, tiny_cola, tmp_path,
-                                                                       monkeypatch):
+def test_without_a_server_the_run_goes_to_sqlite_in_the_output_folder(model_dir, tiny_cola, tmp_path, monkeypatch):
     from recipes import train
 
     monkeypatch.chdir(tmp_path)
