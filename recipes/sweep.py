@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import random
 import shlex
 import socket
 import sys
@@ -111,12 +112,17 @@ def open_storage(url: str, args):
     # Heartbeats and their retry callback have been "experimental" since Optuna 2.8; say nothing of it on every call
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=args.heartbeat_interval,
-                          grace_period=args.grace_period or 4 * args.heartbeat_interval,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None))
-    except Exception as exc:  # a bad URL, a server that is down, a missing database driver
-        raise cli.UsageError(f"--storage {url}: cannot open it ({first_line(exc, with_type=True)})") from None
+    for attempt in range(6):
+        try:
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=args.heartbeat_interval,
+                              grace_period=args.grace_period or 4 * args.heartbeat_interval,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None))
+        except Exception as exc:  # a bad URL, a server that is down, a missing database driver
+            # Workers started at once on an empty database race to create Optuna's tables: the loser tries again
+            if attempt < 5 and type(exc).__name__ == "IntegrityError":
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise cli.UsageError(f"--storage {url}: cannot open it ({first_line(exc, with_type=True)})") from None
 
 
 def saved_settings(storage, name: str) -> dict | None:

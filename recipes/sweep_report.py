@@ -14,16 +14,43 @@ from tracking.page import figure_html, table_html, write_page
 from trainer.callbacks import improves
 
 
+def _note(trial, retried_as: dict[int, int]) -> str:
+    """Why a trial ended as it did, in words: a failure's reason, a worker that died or was stopped (and the trial
+    that ran its parameters again), where the pruner stopped it, which trial it runs again."""
+    attrs, state, notes = trial.user_attrs, trial.state.name, []
+    if "retry_of" in attrs:
+        notes.append(f"runs trial {attrs['retry_of']} again")
+    if state == "FAIL":
+        again = f"; run again as trial {retried_as[trial.number]}" if trial.number in retried_as else \
+            "; queued again" if attrs.get("interrupted") else ""
+        if "failed_reason" in attrs:
+            notes.append(f"failed: {attrs['failed_reason']}")
+        elif attrs.get("interrupted"):
+            notes.append(f"stopped with its worker (Ctrl-C or SIGTERM){again}")
+        elif attrs.get("surplus"):
+            notes.append("not run: other workers had started the last trials")
+        else:
+            notes.append(f"its worker died (no heartbeat){again}")
+    elif state == "PRUNED" and "pruned_epoch" in attrs:
+        notes.append(f"pruned after epoch {attrs['pruned_epoch']}")
+    elif state == "RUNNING":
+        notes.append(f"running on {attrs.get('worker', '?')}")
+    return "; ".join(notes)
+
+
 def trials_table(study, metric: str, direction: str) -> pd.DataFrame:
-    """One row per trial: the complete ones, best first, then the pruned ones by their last value, then the others."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs"))
-    if frame.empty:
+    """One row per trial: the complete ones, best first, then the pruned ones by their last value, then the others;
+    each with its parameters, duration, the worker and machine that ran it, its run folder there, and a note."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
         return pd.DataFrame(columns=["trial", "state", metric])
-    frame = frame.rename(columns={"number": "trial", "value": metric})
-    frame.columns = [c.removeprefix("params_").removeprefix("user_attrs_") for c in frame.columns]
-    frame["duration"] = frame["duration"].dt.total_seconds().round(1)
-    frame = frame.rename(columns={"duration": "duration (s)", "run_dir": "run folder"})
-    frame = frame.drop(columns=[c for c in ("worker",) if c in frame])
+    retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+    params = list(dict.fromkeys(name for t in trials for name in t.params))
+    rows = [{"trial": t.number, "state": t.state.name, metric: t.value, **{p: t.params.get(p) for p in params},
+             "duration (s)": round(t.duration.total_seconds(), 1) if t.duration is not None else None,
+             "host": t.user_attrs.get("host"), "worker": t.user_attrs.get("worker"),
+             "run folder": t.user_attrs.get("run_dir"), "note": _note(t, retried_as)} for t in trials]
+    frame = pd.DataFrame(rows)
     # Complete trials first, best first; then pruned ones (Optuna gives them their last reported value), then the rest.
     frame["_rank"] = frame["state"].map({"COMPLETE": 0, "PRUNED": 1}).fillna(2)
     frame = frame.sort_values(["_rank", metric, "trial"], ascending=[True, direction == "min", True],

@@ -326,3 +326,96 @@ def test_the_script_refuses_in_one_line(tmp_path):
                         str(tmp_path / "space.yaml"), cwd=tmp_path)
     assert_one_line_error(result, "the range is empty")
     assert not (tmp_path / "out").exists()
+
+
+def _worker(argv, output_dir, cwd):
+    """sweep.py as a process of its own, as on another machine (its own --output-dir)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sweep.py"), *argv, "--output-dir", str(output_dir)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_run_again(tmp_path, tiny_cola, model_dir,
+                                                                                      postgres_db):
+    """Two sweep.py processes with separate output folders (two machines) on one study in PostgreSQL: both run
+    trials, none runs twice, and the study ends with --n-trials finished trials. Worker B is killed with SIGKILL
+    during a trial: worker A finds it dead by its missing heartbeat and runs its parameters again. A third process
+    builds the report from the study alone and it lists every trial with its worker and machine."""
+    import socket
+
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    argv = ["--name", "pg", "--storage", postgres_db, "--space", str(tmp_path / "space.yaml"), "--n-trials", "6",
+            "--pruner", "none", "--sampler", "random", "--heartbeat-interval", "1", "--grace-period", "3",
+            *fixed_flags(model_dir, tiny_cola, epochs=1)]
+    a = _worker(argv, tmp_path / "a", tmp_path)
+    b = _worker(argv, tmp_path / "b", tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((tmp_path / "b" / "pg").glob("trial-*/hparams.yaml"))) < 2:  # B trains its second trial
+            assert b.poll() is None and a.poll() is None and time.monotonic() < deadline, b.communicate()
+            time.sleep(0.05)
+        b.send_signal(signal.SIGKILL)
+        b.wait()
+        out, err = a.communicate(timeout=300)
+    finally:
+        for process in (a, b):
+            if process.poll() is None:
+                process.kill()
+    assert a.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="pg", storage=postgres_db)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1 and len(states) == 7
+    (killed,) = [t for t in study.trials if t.state.name == "FAIL"]
+    assert killed.user_attrs["worker"].endswith(f":{b.pid}") and "failed_reason" not in killed.user_attrs
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.state.name == "COMPLETE" and retry.params == killed.params
+    assert retry.user_attrs["worker"].endswith(f":{a.pid}") and f"queued again: trial {killed.number}" in out
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len({t.params["lr"] for t in complete}) == 6  # no parameters run twice
+    for trial in study.trials:  # each trial's run folder is on the machine (output folder) that ran it
+        folder = "a" if trial.user_attrs["worker"].endswith(f":{a.pid}") else "b"
+        assert trial.user_attrs["run_dir"] == str(tmp_path / folder / "pg" / f"trial-{trial.number:04d}")
+        assert trial.user_attrs["host"] == socket.gethostname()
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in complete} <= {str(a.pid), str(b.pid)}
+    assert any(t.user_attrs["worker"].endswith(f":{b.pid}") for t in complete), "worker B never finished a trial"
+    assert sorted(p.name for p in (tmp_path / "a" / "pg").glob("trial-*")) == \
+        [f"trial-{t.number:04d}" for t in study.trials if t.user_attrs["worker"].endswith(f":{a.pid}")]
+
+    report = run_script("sweep.py", "--name", "pg", "--storage", postgres_db, "--report-only", "--output-dir",
+                        str(tmp_path / "c"), cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = html_table((tmp_path / "c" / "pg" / "report.html").read_text(), "trials")
+    assert sorted(int(n) for n in table["trial"]) == list(range(7))
+    assert set(table["host"]) == {socket.gethostname()} and "worker" in table
+    assert not list((tmp_path / "c" / "pg").glob("trial-*"))  # no trial was run
+
+
+def test_a_worker_stopped_with_sigterm_queues_its_trial_again_and_exits(tmp_path, tiny_cola, model_dir):
+    """SIGTERM (a preempted job) during a trial: the trial stops at its next step, is marked and queued again with the
+    same parameters, and the worker exits 143 with one line naming the command that continues."""
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    argv = ["--name", "t", "--space", str(tmp_path / "space.yaml"), "--n-trials", "2", "--pruner", "none",
+            "--model", str(model_dir), "--data-dir", str(tiny_cola), "--max-epochs", "3", "--batch-size", "4",
+            "--log-every-n-steps", "1", "--no-progress-bar"]
+    worker = _worker(argv, tmp_path / "sweeps", tmp_path)
+    metrics = tmp_path / "sweeps" / "t" / "trial-0000" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) > 2):
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted (SIGTERM)")]
+    assert len(lines) == 2 and "Continue with: python scripts/sweep.py --name t" in lines[-1]
+    study = load_study(tmp_path / "sweeps" / "t")
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"] and study.trials[0].user_attrs["interrupted"]
+    status = yaml.safe_load((tmp_path / "sweeps" / "t" / "trial-0000" / "status.yaml").read_text())
+    assert status["status"] == "interrupted"
+
+    again = run_script("sweep.py", "--name", "t", "--output-dir", str(tmp_path / "sweeps"), "--resume", cwd=tmp_path,
+                       env={"HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = load_study(tmp_path / "sweeps" / "t")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params and study.trials[1].user_attrs["retry_of"] == 0
