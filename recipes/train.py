@@ -138,6 +138,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
 
     if args.run_name is not None:
         check_run_name(args.run_name)
+    refuse_unsupported_launch()
     source = load_source(args)
     graphs = step_graphs(args)
     trainer = Trainer(
@@ -157,7 +158,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
             if args.resume:
                 print(f"resuming from {run.checkpoint} (step {run.resume_step})" if run.checkpoint
                       else f"no run folder {run.path} yet: starting it")
-        model, datamodule = _prepare(args, source, graphs, run.checkpoint)
+        model, datamodule = _prepare(args, source, graphs, run.checkpoint, trainer)
         checkpoint = _callbacks(args, source, trainer, datamodule, run.path, callbacks)
         trainer.default_root_dir = run.path
         run.logger = trainer.logger = build_run_logger(args, run.path, trainer.is_main_process)
@@ -195,7 +196,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
     return code
 
 
-def _prepare(args, source, graphs, resume_from):
+def _prepare(args, source, graphs, resume_from, trainer):
     """The tokenizer, the tokenized data and the model (any failure is a refusal: the run folder is abandoned)."""
     import torch
 
@@ -219,8 +220,8 @@ def _prepare(args, source, graphs, resume_from):
     if note:
         print(note, file=sys.stderr)
     if resume_from:
-        try:
-            check_compatible(resume_from, model)
+        try:  # on the main process: the run folder may be on its disk only (several machines)
+            trainer.on_main(lambda: check_compatible(resume_from, model))
         except CheckpointError as exc:
             raise cli.UsageError(f"cannot resume: {exc}") from None
     if args.compile:
@@ -244,6 +245,26 @@ def _callbacks(args, source, trainer, datamodule, run_dir, extra):
                                                pairs=datamodule.pairs["validation"]),
                          BestScores(best_score_modes(source, args.monitor, args.monitor_mode)), *extra]
     return checkpoint
+
+
+# What `accelerate launch` sets for a sharded setup (`accelerate config`), by the name users know it by.
+SHARDING = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def refuse_unsupported_launch() -> None:
+    """Launches that would train wrongly, refused before anything is written. FSDP and DeepSpeed until tested: the
+    trainer saves the full optimizer state and the unwrapped weights, which is wrong for a sharded model, so a
+    checkpoint could not be resumed. And `accelerate launch --cpu --num_machines N` without MPI: Accelerate then starts
+    each machine's process alone (MASTER_ADDR but no WORLD_SIZE), and every machine would train a run of its own."""
+    if os.environ.get("ACCELERATE_USE_CPU") and os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ:
+        raise cli.UsageError("accelerate launch started this process alone on CPUs (several machines need MPI there, "
+                             "--mpirun_hostfile): each machine would train a run of its own; launch with torchrun "
+                             "--nnodes N --rdzv-backend c10d (README: Several GPUs or machines)")
+    for var, name in SHARDING.items():
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
+            raise cli.UsageError(f"{name} ({var}) is not supported yet: checkpoints and resume are verified with "
+                                 f"DDP only, and a sharded model's would be wrong; answer 'no' to {name} in "
+                                 "`accelerate config` (DDP), or unset the variable")
 
 
 def step_graphs(args) -> str | None:

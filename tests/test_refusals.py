@@ -186,3 +186,21 @@ def test_bad_flags_are_refused_before_anything_is_loaded(tmp_path, tiny_cola, ar
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("error:") == 1 and fragment in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_fsdp_and_deepspeed_are_refused_until_their_checkpoints_are_tested(tmp_path, tiny_cola, variable, name):
+    """What `accelerate launch` sets when `accelerate config` chose FSDP or DeepSpeed: refused in one line before
+    anything is written (the trainer's checkpoint of a sharded model could not be resumed)."""
+    result = run_script("train.py", "--data-dir", str(tiny_cola), cwd=tmp_path, env={**ENV, variable: "true"})
+    one_line_error(result, f"{name} ({variable}) is not supported yet", "DDP")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_accelerate_launch_on_cpus_across_machines_without_mpi_is_refused(tmp_path, tiny_cola):
+    """`accelerate launch --cpu --num_machines 2` without --mpirun_hostfile starts each machine's process alone (it
+    sets MASTER_ADDR, not WORLD_SIZE): each would train a separate run; refused, pointing to torchrun."""
+    env = {**ENV, "ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    result = run_script("train.py", "--data-dir", str(tiny_cola), cwd=tmp_path, env=env)
+    one_line_error(result, "accelerate launch started this process alone on CPUs", "torchrun --nnodes")
+    assert not (tmp_path / "runs").exists()

@@ -160,3 +160,43 @@ def test_a_kill_between_the_two_renames_leaves_the_previous_checkpoint_usable(tm
     (tmp_path / "run" / "checkpoints" / "last.tmp").mkdir()
     assert find_resumable(str(tmp_path / "run")) == f"{last}.old"
     assert load_state(f"{last}.old")["global_step"] == 2
+
+
+def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(tmp_path, tiny_cola, tiny_tokenizer):
+    """A preempted job (SIGTERM, as Slurm, Kubernetes and spot instances send): the run stops at the next step,
+    writes a resumable checkpoint of that step, finalizes its trackers, records `interrupted` with the step, says in
+    one line how to resume, and exits 143. Resumed, it ends exactly as an uninterrupted run."""
+    import yaml
+
+    model_dir = tmp_path / "model"
+    tiny_bert(tiny_tokenizer).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full = run_script("train.py", *train_command(model_dir, tiny_cola, tmp_path / "full")[2:], cwd=tmp_path, env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # checkpoints every 7 steps: the SIGTERM checkpoint is its own, not a periodic one
+    command = [*train_command(model_dir, tiny_cola, tmp_path / "cut"), "--save-every-n-steps", "7"]
+    victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "run" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=60)
+    assert victim.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("interrupted")]
+    status = yaml.safe_load((tmp_path / "cut" / "run" / "status.yaml").read_text())
+    state = load_state(tmp_path / "cut" / "run" / "checkpoints" / "last")
+    assert status["status"] == "interrupted" and state["global_step"] == status["step"] < 36
+    assert line.startswith(f"interrupted (SIGTERM) at step {status['step']},") and "--resume" in line
+
+    resumed = run_script("train.py", *command[2:], "--resume", "auto", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-3000:]
+    a = pd.read_csv(tmp_path / "full" / "run" / "metrics.csv")
+    b = pd.read_csv(tmp_path / "cut" / "run" / "metrics.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    name = "checkpoints/best/model.safetensors"
+    assert (tmp_path / "full" / "run" / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes()
