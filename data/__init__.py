@@ -6,7 +6,7 @@ import importlib
 _HOMES = {"TextClassificationDataModule": "data.datamodule", "ColaDataModule": "data.datamodule",
           "DataError": "data.errors", "DATA_DIR_ENV": "data.glue", "GLUE_TASKS": "data.glue", "HUB_DATASET": "data.glue",
           "load_cola": "data.glue", "read_glue_tsv": "data.glue", "resolve_data_dir": "data.glue",
-          "DataSource": "data.sources", "read_table": "data.sources"}
+          "DataSource": "data.sources", "read_table": "data.files"}
 __all__ = list(_HOMES)
 
 

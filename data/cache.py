@@ -35,10 +35,10 @@ class TokenCache:
             definition = Hasher.hash(tokenizer)
         self.salt = json.dumps([type(tokenizer).__name__, definition, max_length])
 
-    def path(self, raw) -> str:
-        """The entry for an untokenized split `raw`."""
+    def path(self, content: str) -> str:
+        """The entry for an untokenized split whose content hash is `content` (data.sources.fingerprint)."""
         digest = hashlib.sha256(self.salt.encode())
-        digest.update(json.dumps([raw.column_names, raw.to_dict()], sort_keys=True).encode())
+        digest.update(content.encode())
         return os.path.join(self.root, digest.hexdigest()[:32])
 
     def load(self, path: str):

@@ -42,7 +42,7 @@ class TextClassificationDataModule:
             self.source = DataSource(task="cola", data_dir=self.data_dir)
         raw = self.source.load()
         self.label_names = self.source.label_names
-        self.is_pair = "sentence2" in raw["train"].column_names
+        self.is_pair = "sentence2" in next(iter(raw.values())).column_names
         self.sentences = {split: list(raw[split]["sentence"]) for split in raw}
         self.pairs = {split: list(raw[split]["sentence2"]) if self.is_pair else None for split in raw}
         self.labels = {split: list(raw[split]["label"]) for split in raw}
@@ -50,7 +50,7 @@ class TextClassificationDataModule:
         cache = TokenCache(self.cache_dir, self.tokenizer, self.max_length) if self.cache_dir else None
         self.splits = {}
         for split in raw:
-            path = cache.path(raw[split]) if cache else None
+            path = cache.path(self.source.fingerprints[split]) if cache else None
             cached = cache.load(path) if cache else None
             if cached is None:
                 cached = raw[split].map(self._tokenize, batched=True, remove_columns=text_columns)

@@ -46,13 +46,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "into them). Default: the data's class names, else its sorted labels")
 
 
-def source_from_args(args, labels=None) -> DataSource:
+def source_from_args(args, labels=None, **options) -> DataSource:
     """The (not yet loaded) `DataSource` the flags name; `labels`: fixed class names (a checkpoint's), which take
-    the place of --labels. CoLA's folder defaults to $COLA_DIR."""
+    the place of --labels; `options`: more DataSource fields. CoLA's folder defaults to $COLA_DIR."""
     other = args.train_file or args.validation_file or args.dataset
     data_dir = args.data_dir if other or (args.task or "cola") != "cola" else resolve_data_dir(args.data_dir)
     return DataSource(task=args.task, data_dir=data_dir, train_file=args.train_file,
                       validation_file=args.validation_file, dataset=args.dataset, dataset_config=args.dataset_config,
                       train_split=args.train_split, validation_split=args.validation_split,
                       text_column=args.text_column, text_pair_column=args.text_pair_column,
-                      label_column=args.label_column, labels=labels or args.labels)
+                      label_column=args.label_column, labels=labels or args.labels, **options)

@@ -7,19 +7,20 @@ position), plus the class names in id order. Knows no model and no loop.
 """
 from __future__ import annotations
 
-import csv
-import math
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 
 from data.errors import DataError
+from data.files import read_table
 from data.glue import DATA_DIR_ENV, GLUE, GLUE_TASKS, REGRESSION_TASKS, load_glue
 from data.hub import require_hub
+from data.labels import label_ids, label_text, warn_look_alikes, warn_mixed_types
 from tracking.files import first_line
 
 SPLITS = ("train", "validation")
 TEXT_COLUMNS = ("text", "sentence")  # the default --text-column: the first of these the data has
-FILE_TYPES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 
 
 @dataclass
@@ -40,12 +41,17 @@ class DataSource:
     text_pair_column: str | None = None
     label_column: str = "label"
     labels: tuple[str, ...] | None = None
+    # Who fixed `labels`, as errors name it: the user's --labels, or a checkpoint's classes (evaluate.py)
+    labels_from: str = "--labels"
+    # False (evaluate.py): a validation file alone is enough; the classes are the checkpoint's
+    needs_train: bool = True
     label_names: tuple[str, ...] = field(default=(), init=False)
+    fingerprints: dict = field(default_factory=dict, init=False)  # split -> a hash of its content, once loaded
     _raw: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.train_file or self.validation_file:
-            if not (self.train_file and self.validation_file):
+            if not self.validation_file or (self.needs_train and not self.train_file):
                 raise DataError("--train-file and --validation-file go together; pass both")
             kind = "files"
         else:
@@ -84,7 +90,7 @@ class DataSource:
             out = {"source": "glue", "task": self.task, "from": where,
                    "validation_split": GLUE_TASKS[self.task].validation}
         elif self.kind == "files":
-            out = {"source": "files", "train_file": os.path.abspath(self.train_file),
+            out = {"source": "files", "train_file": self.train_file and os.path.abspath(self.train_file),
                    "validation_file": os.path.abspath(self.validation_file)}
         else:
             out = {"source": "dataset", "dataset": self.dataset, "dataset_config": self.dataset_config,
@@ -92,7 +98,7 @@ class DataSource:
         if self.kind != "glue":
             out.update(text_column=self.text_column, text_pair_column=self.text_pair_column,
                        label_column=self.label_column)
-        return {**out, "label_names": list(self.label_names)}
+        return {**out, "label_names": list(self.label_names), "fingerprint": dict(self.fingerprints)}
 
     def load(self):
         """A `datasets.DatasetDict` (train, validation) with sentence[, sentence2], label, idx; sets `label_names`.
@@ -110,8 +116,8 @@ class DataSource:
                 self._raw = self._remap(raw, names) if self.labels is not None else raw
                 self.label_names = self.label_names or tuple(names)
             elif self.kind == "files":
-                frames = {"train": read_table(self.train_file), "validation": read_table(self.validation_file)}
                 where = {"train": self.train_file, "validation": self.validation_file}
+                frames = {split: read_table(path) for split, path in where.items() if path}
                 self._raw = self._normalise(frames, where, class_names=None)
             else:
                 self._raw = self._load_dataset()
@@ -119,6 +125,7 @@ class DataSource:
             raise
         except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as exc:
             raise DataError(f"cannot load the data ({first_line(exc, with_type=True)})") from None
+        self.fingerprints = {split: fingerprint(self._raw[split]) for split in self._raw}
         return self._raw
 
     def _check_reachable(self) -> None:
@@ -141,7 +148,7 @@ class DataSource:
             return raw
         missing = [n for n in names if n not in self.labels]
         if missing:
-            raise DataError(f"the data's classes {', '.join(missing)} are not among the model's labels "
+            raise DataError(f"the data's classes {', '.join(missing)} are not among {self.labels_from} "
                             f"({', '.join(self.labels)}); evaluate a model trained on this data")
         position = {n: self.labels.index(n) for n in names}
         self.label_names = tuple(self.labels)
@@ -177,61 +184,51 @@ class DataSource:
         """Columns checked and renamed, labels mapped to ids; every problem a DataError naming file and row."""
         import datasets
 
-        columns = set(frames["train"].columns) & set(frames["validation"].columns)
+        columns = set.intersection(*(set(frame.columns) for frame in frames.values()))
         if self.text_column is None:
             self.text_column = next((c for c in TEXT_COLUMNS if c in columns), TEXT_COLUMNS[0])
-        wanted = [self.text_column, *([self.text_pair_column] if self.text_pair_column else []), self.label_column]
+        flags = {self.text_column: "--text-column", self.text_pair_column: "--text-pair-column",
+                 self.label_column: "--label-column"}
         texts = {}
         for split, frame in frames.items():
             if len(frame) == 0:
                 raise DataError(f"{where[split]}: no rows; the {split} split must not be empty")
-            for column in wanted:
-                if column not in frame.columns:
-                    flag = {self.text_column: "--text-column", self.label_column: "--label-column"}.get(
-                        column, "--text-pair-column")
-                    have = ", ".join(map(str, frame.columns))
-                    raise DataError(f"{where[split]}: no column {column!r} (it has {have}); pass {flag} NAME")
+            missing = [column for column in flags if column and column not in frame.columns]
+            if missing:  # all of them in one line
+                have = ", ".join(map(str, frame.columns))
+                raise DataError(f"{where[split]}: no column {' and no column '.join(map(repr, missing))} (it has "
+                                f"{have}); pass {' and '.join(f'{flags[c]} NAME' for c in missing)}")
             texts[split] = {name: _texts(frame[col], where[split], col)
                             for name, col in (("sentence", self.text_column), ("sentence2", self.text_pair_column))
                             if col}
-        values = {split: _label_values(frame[self.label_column], where[split], self.label_column, class_names)
-                  for split, frame in frames.items()}
-        self.label_names, ids = _label_ids(values, where, self.labels or class_names, self.label_column,
-                                           "--labels" if self.labels else "the dataset's class names")
+        values = {}
+        for split, frame in frames.items():
+            raw = frame[self.label_column].tolist()
+            if split == "train" or where[split] != where.get("train"):  # one warning a file
+                warn_mixed_types(raw, where[split], self.label_column)
+            values[split] = [label_text(v, where[split], row, self.label_column, class_names)
+                             for row, v in enumerate(raw, start=1)]
+        if self.labels is None and class_names is None:
+            warn_look_alikes(values["train"], where["train"], self.label_column)
+        self.label_names, ids = label_ids(values, where, self.labels or class_names, self.label_column,
+                                          self.labels_from if self.labels else "the dataset's class names")
         return datasets.DatasetDict({
             split: datasets.Dataset.from_dict({**texts[split], "label": ids[split],
                                                "idx": list(range(len(ids[split])))})
             for split in frames})
 
 
-def read_table(path: str):
-    """A CSV, TSV or JSON-lines file as a DataFrame of strings (JSON keeps its types), read by pandas."""
-    import pandas as pd
-
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
-    kind = FILE_TYPES.get(os.path.splitext(path)[1].lower())
-    if kind is None:
-        raise DataError(f"{path}: unknown file type; name it .csv, .tsv, .json or .jsonl (JSON lines)")
-    try:
-        if kind == "json":
-            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-        # the C parser has no field-size limit (Python's csv module stops at 128 KiB per field)
-        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
-                           encoding="utf-8-sig", engine="c", quoting=csv.QUOTE_NONE if kind == "tsv" else
-                           csv.QUOTE_MINIMAL)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: bytes that are not UTF-8; re-encode the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file; it needs a header line and rows") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot be read as {kind.upper()} ({first_line(exc)})") from None
-
-
 def _class_names(dataset, column: str) -> tuple[str, ...] | None:
     feature = dataset.features.get(column)
     names = getattr(feature, "names", None)
     return tuple(names) if names else None
+
+
+def fingerprint(raw) -> str:
+    """A hash of a split's content (every column, every row, in order): the same data, the same fingerprint."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([raw.column_names, raw.to_dict()], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def _texts(series, where: str, column: str) -> list[str]:
@@ -241,80 +238,3 @@ def _texts(series, where: str, column: str) -> list[str]:
             raise DataError(f"{where}: row {row}: empty or missing text in column {column!r}")
         out.append(value)
     return out
-
-
-def _label_values(series, where: str, column: str, class_names) -> list:
-    """Each label as an int or a str (a ClassLabel id becomes its name); floats that are not whole refused."""
-    out = []
-    for row, value in enumerate(series.tolist(), start=1):
-        if class_names is not None and isinstance(value, int) and 0 <= value < len(class_names):
-            value = class_names[value]
-        elif class_names is not None and isinstance(value, int):  # -1: an unlabelled (test) row
-            raise DataError(f"{where}: row {row}: label {value} is not a class id; this split has no labels")
-        if isinstance(value, bool):
-            value = str(value).lower()
-        if isinstance(value, float):
-            if math.isnan(value):
-                value = ""
-            elif value.is_integer():
-                value = int(value)
-            else:
-                raise DataError(f"{where}: row {row}: label {value!r} in column {column!r} is not a class; "
-                                "regression (a number as the target) is not supported, only classification")
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                raise DataError(f"{where}: row {row}: empty or missing label in column {column!r}")
-            try:
-                number = float(text)
-            except ValueError:
-                number = None
-            if number is not None and not number.is_integer():
-                raise DataError(f"{where}: row {row}: label {text!r} in column {column!r} is not a class; "
-                                "regression (a number as the target) is not supported, only classification")
-            value = int(number) if number is not None and text.lstrip("+-").isdigit() else text
-        if not isinstance(value, (int, str)):
-            raise DataError(f"{where}: row {row}: label {value!r} in column {column!r} is neither a string nor an "
-                            "integer")
-        out.append(value)
-    return out
-
-
-def _label_ids(values: dict, where: dict, labels, column: str, named_by: str = "--labels"
-               ) -> tuple[tuple[str, ...], dict]:
-    """(class names in id order, ids per split). Names: `labels` when given, else the sorted training labels.
-    Integer labels with non-integer `labels` names are ids into `labels`."""
-    train = values["train"]
-    if labels is not None:
-        names = tuple(labels)
-        by_position = all(isinstance(v, int) for split in values.values() for v in split) and \
-            not all(n.lstrip("+-").isdigit() for n in names)
-        keys = {i: i for i in range(len(names))} if by_position else {n: i for i, n in enumerate(names)}
-    else:
-        distinct = set(train)
-        ordered = sorted(distinct, key=lambda v: (isinstance(v, str), v))  # ints numerically, then strings
-        names = tuple(str(v) for v in ordered)
-        keys = {str(v): i for i, v in enumerate(ordered)}
-        by_position = False
-    if len(names) < 2:
-        raise DataError(f"{where['train']}: only one class ({', '.join(names) or 'none'}) in column {column!r}; "
-                        "a classifier needs at least 2")
-    ids = {}
-    for split, split_values in values.items():
-        ids[split] = []
-        for row, value in enumerate(split_values, start=1):
-            key = value if by_position else str(value)
-            if key not in keys:
-                known = ", ".join(names)
-                if labels is not None:
-                    raise DataError(f"{where[split]}: row {row}: label {value!r} is not in {named_by} ({known})")
-                raise DataError(f"{where[split]}: row {row}: label {value!r} never occurs in the training data "
-                                f"({known}); a class must have training examples")
-            ids[split].append(keys[key])
-    if labels is not None:
-        seen = set(ids["train"])
-        absent = [n for i, n in enumerate(names) if i not in seen]
-        if absent:
-            raise DataError(f"{where['train']}: no training example of class {', '.join(absent)} from {named_by}; "
-                            "a class needs training examples")
-    return names, ids

@@ -19,6 +19,12 @@ from tracking.files import image_to_pil
 
 CONFUSION_MATRIX, ROC, PR = "Confusion Matrix", "roc", "pr"
 NATIVE_CHARTS = "wandb"  # the backend that draws these charts itself
+# Charts that grow with the number of classes are drawn so that they stay readable and take seconds, whatever the
+# number: a count in each cell of the heatmap up to ANNOTATED classes (a thousand classes once took ten minutes and
+# 10 GB), a curve per class up to PER_CLASS_CURVES classes (beyond: one micro-averaged curve, its table a few thousand
+# points rather than classes x rows), W&B's own interactive charts up to NATIVE classes (beyond: the same images
+# and tables as every backend).
+ANNOTATED, PER_CLASS_CURVES, NATIVE = 20, 20, 20
 # The seed's three confusion-matrix charts in W&B (`--confusion-matrix`): method 1, 2 and 3 of the post.
 WANDB_CONFUSION_CHARTS = ("wandb", "sklearn", "seaborn")
 
@@ -35,39 +41,84 @@ def confusion_matrix_frame(y_true: Sequence[int], y_pred: Sequence[int], class_n
 
 
 def confusion_matrix_figure(frame: pd.DataFrame):
-    """A heatmap of `confusion_matrix_frame` output; a bare Figure, so no pyplot state or GUI backend is touched."""
-    import seaborn as sns
+    """A heatmap of `confusion_matrix_frame` output (the seed's seaborn heatmap, a count in every cell); beyond
+    `ANNOTATED` classes an image of the counts without numbers, and class names only where they fit. A bare Figure,
+    so no pyplot state or GUI backend is touched."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 5))
-    ax = fig.subplots()
-    sns.heatmap(frame, cmap="Blues", annot=True, annot_kws={"size": 16}, fmt="d", ax=ax)
+    n = len(frame)
+    if n <= ANNOTATED:
+        import seaborn as sns
+
+        fig = Figure(figsize=(10, 5))
+        ax = fig.subplots()
+        sns.heatmap(frame, cmap="Blues", annot=True, annot_kws={"size": 16 if n <= 4 else 9}, fmt="d", ax=ax)
+    else:
+        fig = Figure(figsize=(8, 7))
+        ax = fig.subplots()
+        image = ax.imshow(frame.to_numpy(), cmap="Blues", interpolation="nearest", aspect="auto")
+        fig.colorbar(image, ax=ax)
+        ticks = range(0, n, max(1, n // 40))  # at most 40 names an axis
+        ax.set_xticks(list(ticks), [str(frame.columns[i]) for i in ticks], rotation=90, fontsize=6)
+        ax.set_yticks(list(ticks), [str(frame.index[i]) for i in ticks], fontsize=6)
+        ax.set(xlabel="Predicted", ylabel="Actual", title=f"Confusion matrix, {n} classes")
     fig.tight_layout()
     return fig
 
 
+def _one_vs_rest(y_true, probs, class_names):
+    """(name, is that class, its probability) per class, or one micro-averaged curve over every (row, class) pair
+    beyond `PER_CLASS_CURVES` classes."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
+    if len(class_names) <= PER_CLASS_CURVES:
+        return [(name, y_true == index, probs[:, index]) for index, name in enumerate(class_names)]
+    onehot = np.zeros_like(probs, dtype=bool)
+    onehot[np.arange(len(y_true)), y_true] = True
+    return [(f"micro-average of {len(class_names)} classes", onehot.ravel(), probs.ravel())]
+
+
+def _thin(curve, points: int = 2000):
+    """A curve's arrays with at most `points` points, its first and last kept (what a chart or a table can show)."""
+    n = len(curve[0])
+    if n <= points:
+        return curve
+    keep = np.unique(np.linspace(0, n - 1, points).round().astype(int))
+    return tuple(np.asarray(a)[keep[keep < len(a)]] for a in curve)
+
+
 def roc_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
-    """One-vs-rest ROC points per class: class, fpr, tpr, threshold, auc."""
+    """One-vs-rest ROC points per class (or micro-averaged, see `_one_vs_rest`): class, fpr, tpr, threshold, auc."""
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import auc, roc_curve
 
-    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
     frames = []
-    for index, name in enumerate(class_names):
-        fpr, tpr, thresholds = roc_curve(y_true == index, probs[:, index])
-        area = auc(fpr, tpr) if len(fpr) > 1 else float("nan")
+    for name, positive, scores in _one_vs_rest(y_true, probs, class_names):
+        with warnings.catch_warnings():  # a class with no validation row: no curve (said once, by the classifier)
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            fpr, tpr, thresholds = _thin(roc_curve(positive, scores))
+        area = auc(fpr, tpr) if len(fpr) > 1 and positive.any() else float("nan")
         frames.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr, "threshold": thresholds, "auc": area}))
     return pd.concat(frames, ignore_index=True)
 
 
 def pr_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> pd.DataFrame:
-    """One-vs-rest precision-recall points per class: class, recall, precision, average_precision."""
+    """One-vs-rest precision-recall points per class (or micro-averaged): class, recall, precision,
+    average_precision."""
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=float)
     frames = []
-    for index, name in enumerate(class_names):
-        precision, recall, _ = precision_recall_curve(y_true == index, probs[:, index])
-        ap = average_precision_score(y_true == index, probs[:, index])
+    for name, positive, scores in _one_vs_rest(y_true, probs, class_names):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
+            # scikit-learn's points exactly, but for a micro-average over many classes: then the corners only
+            precision, recall, _ = _thin(precision_recall_curve(positive, scores,
+                                                                drop_intermediate=len(class_names) > PER_CLASS_CURVES))
+            ap = average_precision_score(positive, scores) if positive.any() else float("nan")
         frames.append(pd.DataFrame({"class": name, "recall": recall, "precision": precision, "average_precision": ap}))
     return pd.concat(frames, ignore_index=True)
 
@@ -130,7 +181,7 @@ def log_classification_charts(logger, y_true: Sequence[int], probs, class_names:
     counts = confusion_matrix_frame(y_true, y_pred, names)
     roc, pr = roc_curve_frame(y_true, probs, names), pr_curve_frame(y_true, probs, names)
     for backend in logger.backends():
-        if backend.name == NATIVE_CHARTS:
+        if backend.name == NATIVE_CHARTS and len(names) <= NATIVE:
             backend.submit(_wandb_charts, y_true.tolist(), y_pred.tolist(), probs.tolist(), names, step,
                            confusion_matrix_figure(counts) if "seaborn" in wandb_charts else None, tuple(wandb_charts))
             continue

@@ -10,6 +10,8 @@ every process.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Sequence
 
@@ -20,12 +22,29 @@ from models.charts import WANDB_CONFUSION_CHARTS, log_classification_charts
 from models.pretrained import DEFAULT_MODEL, resolve_model_path
 from trainer import TrainerModule
 
+log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PER_CLASS = "per_class"  # the table of each class's precision, recall, F1 and support
 # Every metric the model logs by the time a validation ends (`_epoch` forms too), what `--monitor` may name;
 # `valid/f1_positive` only for the tasks that ask for it (`f1_positive`).
 METRICS = ("valid/loss", "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
            "valid/recall_micro", "valid/f1", "valid/mcc", "valid/f1_micro", "train/loss", "train/acc")
+
+
+@contextlib.contextmanager
+def _plain_bincount(device: torch.device):
+    """While deterministic algorithms are on, torchmetrics counts classes with a dense comparison (batch x classes²
+    values: 512 MB a batch, and seconds, for 1,000 classes) instead of torch.bincount. On a CPU, torch.bincount is
+    deterministic by itself: the flag is let off around the update, and the counts are the same."""
+    if device.type != "cpu" or not torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 class SequenceClassifier(TrainerModule):
@@ -76,6 +95,7 @@ class SequenceClassifier(TrainerModule):
         self.label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.f1_positive = f1_positive and len(self.label_names) == 2
         self.wandb_charts = tuple(wandb_charts)
+        self._said_empty = False  # that a class has no validation row: said once
         n = len(self.label_names)
         # Inputs are gathered from every process before update, so torchmetrics must not sync again.
         kw = {"num_classes": n, "sync_on_compute": False}
@@ -175,9 +195,10 @@ class SequenceClassifier(TrainerModule):
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         self.log("valid/loss", loss, prog_bar=True, on_step=True, batch_size=len(labels))
         preds = logits.argmax(-1)
-        for metric in (self.val_accuracy_metric, self.precision_macro_metric, self.recall_macro_metric,
-                       self.precision_micro_metric, self.recall_micro_metric, self.f1_metric):
-            metric.update(preds, labels)
+        with _plain_bincount(preds.device):
+            for metric in (self.val_accuracy_metric, self.precision_macro_metric, self.recall_macro_metric,
+                           self.precision_micro_metric, self.recall_micro_metric, self.f1_metric):
+                metric.update(preds, labels)
         self.log("valid/acc", self.val_accuracy_metric, prog_bar=True)
         self.log("valid/precision_macro", self.precision_macro_metric)
         self.log("valid/recall_macro", self.recall_macro_metric)
@@ -208,6 +229,12 @@ class SequenceClassifier(TrainerModule):
         self.logger.log_table(PER_CLASS, pd.DataFrame({"class": self.label_names, "precision": precision,
                                                          "recall": recall, "f1": f1, "support": support}),
                               step=self.global_step)
+        empty = [name for name, n in zip(self.label_names, support) if n == 0]
+        if empty and not self._said_empty and self.trainer.is_main_process:  # once a run, instead of
+            self._said_empty = True                                          # scikit-learn's dozen a validation
+            shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            log.warning("warning: no validation row of class %s: its recall and F1 count as 0 and it has no ROC or "
+                        "precision-recall curve", shown)
         log_classification_charts(self.logger, labels.numpy(), logits.softmax(-1).numpy(), self.label_names,
                                   step=self.global_step, wandb_charts=self.wandb_charts)
 

@@ -91,8 +91,9 @@ def fresh_weights(model, name: str) -> str | None:
             f"{'; it is trained now' if fresh else ''}")
 
 
-def checkpoint_labels(path: str) -> tuple[str, ...] | None:
-    """A model folder's class names, None where they are transformers' defaults (LABEL_0, LABEL_1, ...)."""
+def checkpoint_labels(path: str, keep_defaults: bool = False) -> tuple[str, ...] | None:
+    """A model folder's class names, None where they are transformers' defaults (LABEL_0, LABEL_1, ...) unless
+    `keep_defaults`."""
     from transformers import AutoConfig
 
     check_model_source(path)
@@ -101,7 +102,7 @@ def checkpoint_labels(path: str) -> tuple[str, ...] | None:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model {path!r}: {first_line(exc)}") from None
     names = tuple(str(config.id2label[i]) for i in range(config.num_labels))
-    return None if names == tuple(f"LABEL_{i}" for i in range(len(names))) else names
+    return None if names == tuple(f"LABEL_{i}" for i in range(len(names))) and not keep_defaults else names
 
 
 def match_model_to_data(model, source, name: str) -> None:

@@ -18,7 +18,9 @@ import yaml
 from models.callbacks import EXAMPLES
 from models.charts import CONFUSION_MATRIX, PR, ROC
 from tracking.base import safe_name
+from tracking.files import from_spreadsheet_safe
 from tracking.page import figure_html, image_file_html, table_html, write_page
+from trainer.run_folder import describe_status, read_status
 
 TRAIN_CURVES = [("train/loss", "Training loss"), ("train/acc", "Training accuracy")]
 
@@ -30,6 +32,7 @@ class Run:
     metrics: pd.DataFrame
     hparams: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)  # status.yaml, and whether its writer is alive (`read_status`)
 
     @classmethod
     def load(cls, path: str) -> "Run":
@@ -37,7 +40,8 @@ class Run:
         if not os.path.isfile(metrics_path):
             raise FileNotFoundError(f"{path}: not a run folder (no metrics.csv); pass folders that train.py wrote")
         return cls(path=path, name=os.path.basename(os.path.normpath(path)), metrics=pd.read_csv(metrics_path),
-                   hparams=_yaml(os.path.join(path, "hparams.yaml")), summary=_yaml(os.path.join(path, "summary.yaml")))
+                   hparams=_yaml(os.path.join(path, "hparams.yaml")), summary=_yaml(os.path.join(path, "summary.yaml")),
+                   status=read_status(path))
 
     @property
     def validations(self) -> pd.DataFrame:
@@ -97,6 +101,14 @@ class Run:
         return out
 
 
+COUNTS_SHOWN = 30  # classes up to which the confusion matrix's counts are a table of the page
+
+
+def _table(path: str) -> pd.DataFrame:
+    """A table the run logged, as it was logged (its CSV file escapes cells a spreadsheet would run)."""
+    return from_spreadsheet_safe(pd.read_csv(path, keep_default_na=False))
+
+
 def _yaml(path: str) -> dict:
     if not os.path.isfile(path):
         return {}
@@ -142,7 +154,9 @@ def _validation_metrics(runs: list[Run]) -> list[str]:
 
 def _run_section(run: Run, heading: bool) -> str:
     parts = [f'<section class="run"><h2>{html.escape(run.name)}</h2>' if heading else '<section class="run">',
-             f'<p class="path">{html.escape(os.path.abspath(run.path))}</p>']
+             f'<p class="path">{html.escape(os.path.abspath(run.path))}</p>',
+             f'<p class="status" id="status-{_id(run)}">Run {html.escape(describe_status(run.status))}.</p>'
+             if run.status.get("status") else ""]
     step = run.best_step
     if not run.summary.get("checkpoint/path"):
         parts.append(f"<p>No checkpoint recorded; figures below are from the best validation by "
@@ -158,18 +172,23 @@ def _run_section(run: Run, heading: bool) -> str:
     parts.append("</div>")
     counts = run.file("tables", safe_name(CONFUSION_MATRIX), ".csv")
     if counts:
-        frame = pd.read_csv(counts, index_col=0, keep_default_na=False)
-        parts.append("<p>Counts (rows: actual, columns: predicted):</p>" +
-                     frame.to_html(escape=True, border=0, table_id=f"confusion-{_id(run)}"))
+        frame = _table(counts)
+        frame = frame.set_index(frame.columns[0])  # the actual classes
+        if len(frame) <= COUNTS_SHOWN:
+            parts.append("<p>Counts (rows: actual, columns: predicted):</p>" +
+                         frame.to_html(escape=True, border=0, table_id=f"confusion-{_id(run)}"))
+        else:
+            parts.append(f"<p>Counts of {len(frame)} classes: {html.escape(os.path.relpath(counts, run.path))} "
+                         "(too many for a table here).</p>")
     for key, path in run.tables_at_best().items():
         if key in (EXAMPLES, safe_name(CONFUSION_MATRIX)):
             continue
         parts.append(f"<h3>{html.escape(key)} at step {step}</h3>")
-        parts.append(table_html(pd.read_csv(path, keep_default_na=False), f"{_safe(key)}-{_id(run)}"))
+        parts.append(table_html(_table(path), f"{_safe(key)}-{_id(run)}"))
     examples = run.file("tables", EXAMPLES, ".csv")
     parts.append(f"<h3>Misclassified validation examples at step {step}</h3>")
     if examples:
-        frame = pd.read_csv(examples, keep_default_na=False)
+        frame = _table(examples)
         parts.append(f"<p>{len(frame)} examples. Click a column to sort.</p>")
         parts.append(table_html(frame, f"examples-{_id(run)}", filterable=True))
     else:

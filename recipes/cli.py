@@ -102,19 +102,15 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, extras: 
     flags: versions, git commit, ...); any other key is an error. Flags in `replaced_together` (a data source) are
     taken from the command line alone when it gives any of them. The file's run name and resume target are not
     reused: a re-run is a new run."""
-    import yaml
-
     args = parser.parse_args(argv)
     path = getattr(args, "config", None)
     if not path:
         return args
     try:
         with open(path, encoding="utf-8") as f:
-            saved = yaml.safe_load(f) or {}
+            saved = load_yaml(f.read(), f"--config {path}") or {}
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError:
-        raise UsageError(f"--config {path}: not a YAML file; pass the hparams.yaml of a run") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--config {path}: expected a mapping of flag names to values, like a run's hparams.yaml")
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.default != argparse.SUPPRESS}
@@ -132,12 +128,39 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, extras: 
             continue
         action = actions[dest]
         flag = action.option_strings[-1]
-        if action.nargs == 0:  # store_true
+        if action.nargs == 0:  # store_true: a YAML boolean, never a string or a number that looks like one
+            if not isinstance(value, bool):
+                raise UsageError(f"--config {path}: {dest}: {value!r} is not a boolean; write true or false")
             tokens.append(flag)
         else:
             text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             tokens.append(f"{flag}={text}")
     return parser.parse_args(tokens + list(argv if argv is not None else sys.argv[1:]))
+
+
+def load_yaml(text: str, where: str):
+    """YAML as `yaml.safe_load` reads it, except that a key given twice in one mapping is an error (safe_load keeps
+    the last value without a word), as is anything that is not YAML."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise UsageError(f"{where}: line {key_node.start_mark.line + 1}: {key} is given a second time; keep "
+                                 "one (YAML would take the last without a word)")
+            seen.add(key)
+        return loader.construct_mapping(node, deep=True)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=Strict)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{where}: not YAML ({str(exc).splitlines()[0]})") from None
 
 
 def git_commit() -> str | None:

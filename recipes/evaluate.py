@@ -17,7 +17,7 @@ def build_parser() -> cli.Parser:
                    "default).")
     p.add_argument("--checkpoint", required=True, type=cli.existing_dir,
                    help="model folder, e.g. runs/<run>/checkpoints/best")
-    add_data_args(p)
+    add_data_args(p)  # --validation-file alone is enough: the checkpoint knows its classes
     p.add_argument("--batch-size", type=cli.positive_int, default=64, help="(default: %(default)s)")
     p.add_argument("--limit-val-batches", type=cli.positive_int, default=None,
                    help="use only the first N validation batches")
@@ -44,8 +44,11 @@ def evaluate(args) -> int:
 
     if args.run_name is not None:
         check_run_name(args.run_name)
-    # The data is read and checked before the weights are loaded, with the checkpoint's class names and order.
-    source = source_from_args(args, labels=checkpoint_labels(args.checkpoint))
+    # The data is read and checked before the weights are loaded, with the checkpoint's class names and order; a
+    # validation file alone is enough (the checkpoint knows its classes).
+    alone = bool(args.validation_file and not args.train_file)
+    source = source_from_args(args, labels=checkpoint_labels(args.checkpoint, keep_defaults=alone), needs_train=False,
+                              labels_from="the checkpoint's classes")
     source.load()
     trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False)
     with open_run(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-") as run:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from recipes.cli import UsageError
+from recipes.cli import UsageError, load_yaml
 from recipes.train import build_parser, parse
 
 DEFAULT_SPACE = """\
@@ -185,8 +185,6 @@ def _range(param: Param, action, spec: dict, bad: str) -> Param:
 
 def load_space(path: str | None) -> tuple[dict, str]:
     """(the space mapping, its YAML text) from `path`, else the default space."""
-    import yaml
-
     text = DEFAULT_SPACE
     if path is not None:
         try:
@@ -194,10 +192,7 @@ def load_space(path: str | None) -> tuple[dict, str]:
                 text = f.read()
         except OSError as exc:
             raise UsageError(f"--space {path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        return yaml.safe_load(text), text
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--space {path}: not YAML ({str(exc).splitlines()[0]})") from None
+    return load_yaml(text, f"--space {path}"), text
 
 
 def given_flags(parser, tokens: list[str]) -> set[str]:

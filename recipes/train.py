@@ -11,6 +11,7 @@ import sys
 
 from recipes import cli
 from recipes.record import add_logger_args, build_run_logger, write_report
+from tracking.files import first_line, is_disk_full
 
 # The recipe of the CoLA sweep's best trial, rounded (issue #14; README "Quality"): 3 epochs of batch 32, a head that
 # learns 57x faster than the encoder. Over 3 seeds it matches the 5-epoch batch-16 recipe it replaced in half the time.
@@ -134,7 +135,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
     ones (a sweep's pruning; benchmarks/throughput.py times steps so). `argv`: the command line, for the resume
     hint."""
     from trainer import CheckpointError, Interrupted, NonFiniteLossError, Trainer
-    from trainer.run_folder import check_run_name, open_run
+    from trainer.run_folder import check_run_name, describe_status, open_run
 
     if args.run_name is not None:
         check_run_name(args.run_name)
@@ -153,11 +154,17 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
     with cli.on_sigterm(trainer.request_stop), \
             open_run(trainer.accelerator, args.output_dir, args.run_name, args.resume, flags(args, source),
                      MAY_CHANGE_ON_RESUME) as run:
+        if run.checkpoint:  # on the main process: the run folder may be on its disk only (several machines)
+            changed = trainer.on_main(lambda: changed_data(run.path, source))
+            if changed:
+                raise cli.UsageError(f"cannot resume {run.path}: {changed}")
         if trainer.is_main_process:
             print(f"run folder: {os.path.abspath(run.path)}", flush=True)
-            if args.resume:
-                print(f"resuming from {run.checkpoint} (step {run.resume_step})" if run.checkpoint
-                      else f"no run folder {run.path} yet: starting it")
+            if args.resume and run.checkpoint:
+                print(f"resuming from {run.checkpoint} (step {run.resume_step}); the run was "
+                      f"{describe_status(run.previous)}")
+            elif args.resume:
+                print(f"no run folder {run.path} yet: starting it")
         model, datamodule = _prepare(args, source, graphs, run.checkpoint, trainer)
         checkpoint = _callbacks(args, source, trainer, datamodule, run.path, callbacks)
         trainer.default_root_dir = run.path
@@ -185,6 +192,13 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
             code = cli.EXIT_USAGE
             run.close(exc)
             print(f"error: cannot resume: {exc}", file=sys.stderr)
+        except Exception as exc:
+            if not is_disk_full(exc):  # a crash: the run is recorded as failed, and the traceback says where
+                raise
+            code = 1
+            run.close(exc)
+            print(f"error: the disk is full: {first_line(exc)}; {last_good(trainer, checkpoint, args)}. Free some "
+                  "space, or pass an --output-dir on another disk", file=sys.stderr)
     if run.logger_hung:
         cli.exit_hard_after_output()
     if code == 0 and trainer.is_main_process:
@@ -194,6 +208,21 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
         best = {k: round(v, 4) for k, v in checkpoint.best_metrics.items() if k.startswith("valid/")}
         print(json.dumps({"best": best, "step": checkpoint.best_step}), flush=True)
     return code
+
+
+def changed_data(run_dir: str, source) -> str | None:
+    """What changed in the data since the run in `run_dir` began (its hparams.yaml records each split's content
+    hash), in words; None when nothing did, or when the run predates the record."""
+    from trainer.run_folder import HPARAMS_FILE, read_yaml
+
+    saved = ((read_yaml(os.path.join(run_dir, HPARAMS_FILE)) or {}).get("data") or {}).get("fingerprint") or {}
+    changed = [split for split, digest in saved.items() if source.fingerprints.get(split) != digest]
+    if not changed:
+        return None
+    where = {"train": source.train_file, "validation": source.validation_file}
+    named = ", ".join(f"{split}{f' ({where[split]})' if where.get(split) else ''}" for split in changed)
+    return (f"the data it trained on has changed since ({named}: other rows, labels or texts); resume with the data "
+            "the run began with, or start a new --run-name")
 
 
 def _prepare(args, source, graphs, resume_from, trainer):

@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         path = build_report(args.runs, output, ignore=NOT_COMPARED)
     except FileNotFoundError as exc:
         raise cli.UsageError(str(exc)) from None
+    from trainer.run_folder import describe_status, read_status
+
+    for run in args.runs:  # a run that did not finish says so; one whose writer died, that it did
+        status = read_status(run)
+        if status.get("status") not in (None, "finished"):
+            print(f"{run}: {describe_status(status)}")
     print(f"report: {os.path.abspath(path)}")
     return 0
 

@@ -224,7 +224,7 @@ def test_a_dataset_saved_with_save_to_disk_trains_offline(tmp_path, tiny_model_d
 
 @pytest.mark.parametrize("make, fragment", [
     (lambda d: (write_csv(d / "t.csv", [("a.", "x"), ("b.", "y")]), write_csv(d / "v.csv", [("c.", "q")])),
-     "v.csv: row 1: label 'q' never occurs in the training data"),
+     "v.csv: labels that never occur in the training data: 'q' (row 1)"),
     (lambda d: (write_csv(d / "t.csv", [("a.", "x"), ("b.", "y")], ("sentence", "gold")),
                 write_csv(d / "v.csv", [("c.", "x")], ("sentence", "gold"))), "no column 'label'"),
     (lambda d: (write_csv(d / "t.csv", [("a.", "x"), ("b.", "y")]), write_csv(d / "v.csv", [])), "v.csv: no rows"),
@@ -331,3 +331,94 @@ def test_the_cola_run_is_the_same_as_before_this_change(tmp_path, tiny_cola, tin
         assert summary["checkpoint/monitor"] == "valid/mcc"
     assert yaml.safe_load((tmp_path / "runs" / "old" / "summary.yaml").read_text())["checkpoint/step"] == \
         yaml.safe_load((tmp_path / "runs" / "new" / "summary.yaml").read_text())["checkpoint/step"]
+
+
+def _peak_run(tmp_path, args):
+    """train.py in a fresh python; (result, its peak resident memory in MiB)."""
+    import subprocess
+    import sys
+
+    from conftest import shell_env
+
+    watch = ("import atexit, resource, runpy, sys; atexit.register(lambda: sys.stderr.write('peak_kib %d\\n' % "
+             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); "
+             f"sys.argv = ['train.py', *{args!r}]; runpy.run_path({str(ROOT / 'scripts' / 'train.py')!r}, "
+             "run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", watch], capture_output=True, text=True, cwd=tmp_path,
+                            env=shell_env(OFFLINE), timeout=600)
+    peak = int(result.stderr.rsplit("peak_kib ", 1)[1].split()[0]) / 1024
+    return result, peak
+
+
+def test_a_thousand_classes_record_everything_in_seconds_with_memory_beyond_the_matrix_flat(tmp_path,
+                                                                                             tiny_model_dir):
+    """500 classes once cost ten minutes and 10 GB in the heatmap, and the run its metrics, summary and report. A
+    1,000-class run of the tiny model validates and writes its whole record; it takes about as long as a 2-class run
+    of the same rows, and the memory beyond the 2-class run's is about the 1,000 x 1,000 matrix, not charts."""
+    import random
+    import time
+
+    rng = random.Random(0)
+    words = ["the cat", "a dog", "john", "mary", "saw", "liked", "him", "the ball"]
+
+    def write(path, n, classes):
+        rows = [(" ".join(rng.choice(words) for _ in range(5)) + ".", f"c{i % classes:04d}") for i in range(n)]
+        write_csv(path, rows)
+
+    durations, peaks = {}, {}
+    for classes in (2, 1000):
+        write(tmp_path / f"t{classes}.csv", 2000, classes)
+        write(tmp_path / f"v{classes}.csv", 1000, classes)
+        start = time.monotonic()
+        result, peaks[classes] = _peak_run(tmp_path, [
+            "--model", str(tiny_model_dir), "--train-file", str(tmp_path / f"t{classes}.csv"), "--validation-file",
+            str(tmp_path / f"v{classes}.csv"), "--max-epochs", "1", "--batch-size", "64", "--no-progress-bar",
+            "--run-name", f"c{classes}"])
+        durations[classes] = time.monotonic() - start
+        ok(result)
+    run = tmp_path / "runs" / "c1000"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["valid/acc"].count() == 1 and yaml.safe_load((run / "status.yaml").read_text())["status"] == \
+        "finished"
+    summary = yaml.safe_load((run / "summary.yaml").read_text())
+    assert summary["checkpoint/monitor"] == "valid/acc" and "best/valid/acc" in summary
+    counts = pd.read_csv(run / "tables" / "Confusion_Matrix-step32.csv", index_col=0)
+    assert counts.shape == (1000, 1000) and counts.values.sum() == 1000
+    assert len(pd.read_csv(run / "tables" / "per_class-step32.csv")) == 1000
+    assert {p.name for p in (run / "plots").iterdir()} == {"Confusion_Matrix-step32.png", "roc-step32.png",
+                                                           "pr-step32.png"}
+    assert len(pd.read_csv(run / "tables" / "roc-step32.csv")) <= 2000  # one micro-averaged curve, thinned
+    assert (run / "report.html").stat().st_size < 5_000_000
+    assert durations[1000] < 3 * durations[2] + 30, durations  # seconds, not minutes
+    assert peaks[1000] - peaks[2] < 300, peaks  # MiB: the matrix and the probabilities, not a chart's cells
+
+
+def test_evaluate_needs_only_the_file_it_scores_and_names_the_checkpoints_classes(three_class, tmp_path):
+    """The checkpoint knows its classes: --validation-file alone is enough (it once demanded --train-file), and a
+    label outside them is named against the checkpoint's classes, not a --labels the user never passed."""
+    work, run, data, _ = three_class
+    best = run / "checkpoints" / "best"
+    both = json.loads(ok(run_script("evaluate.py", "--checkpoint", str(best), *data, "--output-dir", str(tmp_path),
+                                    "--run-name", "both", cwd=tmp_path, env=OFFLINE)).stdout.strip().splitlines()[-1])
+    alone = json.loads(ok(run_script("evaluate.py", "--checkpoint", str(best), "--validation-file", data[3],
+                                     "--output-dir", str(tmp_path), "--run-name", "alone", cwd=tmp_path,
+                                     env=OFFLINE)).stdout.strip().splitlines()[-1])
+    assert alone == both
+    odd = write_csv(tmp_path / "odd.csv", [("the cat saw a book.", "animal"), ("a plant.", "plant")])
+    result = run_script("evaluate.py", "--checkpoint", str(best), "--validation-file", odd, "--output-dir",
+                        str(tmp_path / "out"), cwd=tmp_path, env=OFFLINE)
+    assert result.returncode == 2 and "--labels" not in result.stderr, result.stderr
+    assert "labels not in the checkpoint's classes (animal, person, thing): 'plant' (row 2)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_with_no_validation_row_is_one_warning_line_not_a_dozen(tmp_path, tiny_model_dir):
+    train = write_csv(tmp_path / "t.csv", [("the cat saw him.", "a"), ("a dog liked mary.", "b"),
+                                           ("john kicked the ball.", "c"), ("mary met him.", "a")])
+    valid = write_csv(tmp_path / "v.csv", [("the cat saw him.", "a"), ("a dog liked mary.", "b")])
+    result = ok(run_script("train.py", "--model", str(tiny_model_dir), "--train-file", train, "--validation-file",
+                           valid, "--max-epochs", "3", "--batch-size", "2", "--no-progress-bar", cwd=tmp_path,
+                           env=OFFLINE))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["warning: no validation row of class c: its recall and F1 count as 0 and it has no ROC or "
+                     "precision-recall curve"], lines

@@ -1,5 +1,6 @@
 """What a user's mistakes and interruptions cost: one stderr line and exit 2 (130 for Ctrl-C), never a traceback,
 nothing half-written; and what every run folder holds whatever the loggers."""
+import csv
 import json
 import os
 import shutil
@@ -204,3 +205,53 @@ def test_accelerate_launch_on_cpus_across_machines_without_mpi_is_refused(tmp_pa
     result = run_script("train.py", "--data-dir", str(tiny_cola), cwd=tmp_path, env=env)
     one_line_error(result, "accelerate launch started this process alone on CPUs", "torchrun --nnodes")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("log_model: 'false'\n", "log_model: 'false' is not a boolean; write true or false"),
+    ("deterministic: 0\n", "deterministic: 0 is not a boolean"),
+    ("lr: 0.1\nbatch_size: 8\nlr: 0.2\n", "line 3: lr is given a second time; keep one"),
+])
+def test_a_config_file_means_what_it_says_or_is_refused(tmp_path, tiny_cola, content, fragment):
+    """A switch is a YAML boolean (the string 'false' once turned it on), and a key given twice is refused (YAML
+    keeps the last value without a word)."""
+    (tmp_path / "c.yaml").write_text(content)
+    result = run_script("train.py", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tiny_cola),
+                        cwd=tmp_path, env=ENV)
+    one_line_error(result, f"--config {tmp_path / 'c.yaml'}", fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KB tmpfs, for a run folder that fills it (mounting needs root: .ci/run is)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield folder
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_keeps_every_row_whole(tmp_path, trained, tiny_cola,
+                                                                                       small_disk):
+    """The run folder's disk fills up while a checkpoint is written: one error line naming the last good checkpoints,
+    exit code 1, no half-written folder or file (best.tmp, last.tmp, report.html.tmp), status `failed`, and a
+    metrics.csv whose rows are all whole."""
+    _, model, _, _ = trained
+    result = run_script("train.py", "--model", str(model), "--data-dir", str(tiny_cola),
+                        "--output-dir", str(small_disk), "--run-name", "r", "--max-epochs", "20", "--batch-size", "8",
+                        "--patience", "100", "--save-every-n-steps", "2", "--no-progress-bar", cwd=tmp_path, env=ENV)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert line.startswith("error: the disk is full:") and "No space left on device" in line
+    assert "the last good checkpoint" in line and "--output-dir on another disk" in line
+    run = small_disk / "r"
+    assert [p.name for p in run.rglob("*") if ".tmp" in p.name] == []
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) >= 3 and {len(row) for row in rows} == {len(rows[0])}  # no row cut short
+    status = yaml.safe_load((run / "status.yaml").read_text())
+    assert status["status"] == "failed"

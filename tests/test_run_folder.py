@@ -227,3 +227,57 @@ def test_bad_output_folders_and_run_names_write_nothing(tmp_path, tiny_cola, tin
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and fragment in err, err
     assert fingerprint(tmp_path) == before and not (tmp_path / "runs").exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("change, split", [
+    (lambda d: (d / "train.tsv").write_text((d / "train.tsv").read_text().replace("\t1\t\t", "\t0\t*\t", 3)),
+     "train"),  # labels edited
+    (lambda d: (d / "train.tsv").write_text("".join((d / "train.tsv").read_text().splitlines(True)[:12])),
+     "train"),  # 48 rows cut to 12
+    (lambda d: (d / "dev.tsv").write_text((d / "dev.tsv").read_text().replace("The ", "A ", 1)), "validation"),
+])
+def test_a_resume_on_other_data_is_refused_naming_the_split(tmp_path, killed_run, tiny_cola, change, split):
+    """kill -9, then the data is edited: --resume auto once went on with the new data (at "batch 6 of a 2-batch
+    epoch"). The run's hparams.yaml records each split's content hash; a resume on other data is one line, and no
+    file of the run changes."""
+    import shutil
+
+    run, args = copy_of(killed_run, tmp_path)
+    data = tmp_path / "data"  # the run as if it had trained on this folder, which is then edited in place
+    shutil.copytree(tiny_cola, data)
+    hparams = (run / "hparams.yaml").read_text().replace(str(tiny_cola), str(data))
+    (run / "hparams.yaml").write_text(hparams)
+    change(data)
+    before = fingerprint(run)
+    args = [a if a != str(tiny_cola) else str(data) for a in args]
+    result = run_script("train.py", *args, "--output-dir", str(tmp_path / "runs"), "--resume", "auto", cwd=tmp_path,
+                        env=ENV)
+    one_line_error(result, f"cannot resume {run}: the data it trained on has changed since ({split}:",
+                   "resume with the data the run began with")
+    assert fingerprint(run) == before
+
+
+def test_a_dead_writer_is_told_from_a_live_one(tmp_path, killed_run, tiny_cola):
+    """A run killed with SIGKILL leaves status.yaml saying `running`: whoever reads the folder next knows from the
+    lock that its writer is gone, and says so (report.py, and a resume)."""
+    from trainer.run_folder import describe_status, read_status
+
+    run, args = copy_of(killed_run, tmp_path)
+    status = read_status(str(run))
+    assert status["status"] == "running" and status["alive"] is False
+    assert describe_status(status) == "killed while running (its process is gone)"
+    report = run_script("report.py", str(run), cwd=tmp_path, env=ENV)
+    assert report.returncode == 0 and f"{run}: killed while running (its process is gone)" in report.stdout
+    assert "killed while running" in (run / "report.html").read_text()
+    import fcntl
+
+    fd = os.open(run, os.O_RDONLY)  # a live writer holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert read_status(str(run))["alive"] is True and describe_status(read_status(str(run))).startswith("running")
+    finally:
+        os.close(fd)
+    resumed = run_script("train.py", *args, "--max-epochs", "1", "--output-dir", str(tmp_path / "runs"), "--resume",
+                         "auto", cwd=tmp_path, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the run was killed while running (its process is gone)" in resumed.stdout

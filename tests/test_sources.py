@@ -128,10 +128,11 @@ def test_a_huge_csv_field_is_read_and_a_huge_tsv_field_is_one_error(tmp_path):
 
 
 @pytest.mark.parametrize("train, valid, kwargs, message", [
-    ([("a.", "x"), ("b.", "y")], [("c.", "z")], {}, r"v.csv: row 1: label 'z' never occurs in the training data"),
+    ([("a.", "x"), ("b.", "y")], [("c.", "z")], {}, r"v.csv: labels that never occur in the training data: 'z' \(row 1\)"),
     ([("a.", "x"), ("b.", "y")], [("c.", "y")], {"labels": ("x", "y", "z")},
      r"t.csv: no training example of class z from --labels"),
-    ([("a.", "x"), ("b.", "y")], [("c.", "w")], {"labels": ("x", "y")}, r"v.csv: row 1: label 'w' is not in --labels"),
+    ([("a.", "x"), ("b.", "y")], [("c.", "w")], {"labels": ("x", "y")},
+     r"v.csv: labels not in --labels \(x, y\): 'w' \(row 1\)"),
     ([("a.", "x"), ("b.", "y")], [], {}, r"v.csv: (no rows|empty file)"),
     ([("a.", "x"), ("b.", "x")], [("c.", "x")], {}, r"only one class \(x\)"),
     ([("a.", "0.5"), ("b.", "1.25")], [("c.", "0.5")], {}, r"t.csv: row 1: label '0.5' .* regression"),
@@ -177,3 +178,83 @@ def test_the_token_cache_serves_files_and_pairs_too(tmp_path, tiny_tokenizer, mo
     monkeypatch.setattr(TextClassificationDataModule, "_tokenize", lambda self, batch: calls.append(1))
     assert setup().splits["train"][:] == first and calls == []  # read back, not tokenized again
     assert first["input_ids"][0] == tiny_tokenizer("the cat saw him.", "mary met him.")["input_ids"]
+
+
+def test_labels_are_the_text_in_the_file(tmp_path, caplog):
+    """No number round trip: 12345678901234567890 and ...891 stay two classes named as written, and `01` and `1` are
+    two classes (with one warning naming them, as for `ACCEPTABLE` and ` acceptable`)."""
+    rows = [("a.", "12345678901234567890"), ("b.", "12345678901234567891"), ("c.", "01"), ("d.", "1"),
+            ("e.", "acceptable"), ("f.", "ACCEPTABLE"), ("g.", " acceptable")]
+    path = write_csv(tmp_path / "t.csv", rows)
+    source = DataSource(train_file=path, validation_file=path)
+    raw = source.load()
+    assert source.label_names == ("01", "1", "12345678901234567890", "12345678901234567891", " acceptable",
+                                  "ACCEPTABLE", "acceptable")  # numbers by value, then text
+    assert [source.label_names[i] for i in raw["train"]["label"]] == [label for _, label in rows]
+    (line,) = [r.message for r in caplog.records if "separate classes" in r.message]
+    assert "'01' and '1'" in line and "'acceptable' and 'ACCEPTABLE' and ' acceptable'" in line
+    # --labels names them as written: 01,1 is no longer refused
+    source = DataSource(train_file=path, validation_file=path, labels=("01", "1", "12345678901234567890",
+                                                                       "12345678901234567891", "acceptable",
+                                                                       "ACCEPTABLE", " acceptable"))
+    assert source.load()["train"]["label"] == [2, 3, 0, 1, 4, 5, 6]
+
+
+def test_json_lines_keep_big_numbers_and_warn_when_numbers_and_strings_mix(tmp_path, caplog):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a.", "label": 12345678901234567890}\n{"text": "b.", "label": 12345678901234567891}\n'
+                    '{"text": "c.", "label": "one"}\n')
+    source = DataSource(train_file=str(path), validation_file=str(path))
+    source.load()
+    assert source.label_names == ("12345678901234567890", "12345678901234567891", "one")
+    (line,) = [r.message for r in caplog.records if "mixes JSON numbers and strings" in r.message]
+    assert "12345678901234567890 and 'one'" in line
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "a.", "label": "x"}\n[1, 2, 3]\n', r"t.jsonl:2: an array where a JSON object is expected"),
+    ('{"text": "a.", "label": "x"}\n42\n', r"t.jsonl:2: a number where a JSON object is expected"),
+    ('{"text": "a.", "label": "x"}\nnull\n', r"t.jsonl:2: null where a JSON object is expected"),
+    ('{"text": "a.", "label": "x"}\n\n{"text": "b.", "label": \n', r"t.jsonl:3: not valid JSON \(Expecting value"),
+    ('[{"text": "a.", "label": "x"}, {"text": "b.", "label": "y"}]\n', r"t.jsonl: not JSON lines: the file holds one"),
+    ('[\n  {"text": "a.", "label": "x"}\n]\n', r"t.jsonl: not JSON lines: the file holds one JSON array"),
+])
+def test_a_bad_json_lines_file_is_named_by_its_line(tmp_path, content, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        DataSource(train_file=str(path), validation_file=str(path)).load()
+
+
+def test_a_file_with_no_line_breaks_is_refused_before_it_is_parsed(tmp_path):
+    """50 MB on one line took pandas minutes and 7 GB; the line is refused after reading 1 MiB of it."""
+    import resource
+    import time
+
+    path = tmp_path / "t.csv"
+    with open(path, "w") as f:
+        f.write("text,label\n")
+        for _ in range(50):
+            f.write("word " * 200_000)  # 1 MB a chunk, 50 MB, no newline
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    with pytest.raises(DataError, match=r"t.csv:2: a line of more than 1 MiB; rows longer than that are refused"):
+        DataSource(train_file=str(path), validation_file=str(path)).load()
+    assert time.monotonic() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing near the file's size
+
+
+def test_several_missing_columns_and_unknown_labels_are_all_in_one_line(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [("a.", "x"), ("b.", "y")])
+    with pytest.raises(DataError, match=r"no column 'premise' and no column 'gold' \(it has text, label\); pass "
+                                        r"--text-column NAME and --label-column NAME"):
+        DataSource(train_file=path, validation_file=path, text_column="premise", label_column="gold").load()
+    valid = write_csv(tmp_path / "v.csv", [("c.", "z"), ("d.", "x"), ("e.", "w"), ("f.", "z")])
+    with pytest.raises(DataError, match=r"labels that never occur in the training data: 'z' \(row 1\), 'w' \(row 3\)"):
+        DataSource(train_file=path, validation_file=valid).load()
+
+
+def test_a_tsv_saved_as_csv_says_so(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text\tlabel\nIt's fine, really.\tx\nA, b, c and d.\ty\n")
+    with pytest.raises(DataError, match=r"cannot be read as CSV .*; it looks tab-separated: name it .tsv"):
+        DataSource(train_file=str(path), validation_file=str(path)).load()

@@ -277,6 +277,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_a_trial(tmp_path, ti
     ("lr: {low: 0.0, high: 1.0e-3, log: true}\n", "a log range needs low > 0"),
     ("lr: 0.001\n", "fix a value on the command line instead"),
     ("- lr\n", "expected a mapping of train.py flags"),
+    ("lr: {low: 1.0e-5, high: 1.0e-4}\nlr: [0.1]\n", "line 2: lr is given a second time"),
 ])
 def test_a_bad_space_is_one_line_and_writes_nothing(space, fragment, tmp_path, tiny_cola, model_dir, capsys):
     (tmp_path / "space.yaml").write_text(space)
@@ -293,10 +294,11 @@ def test_a_bad_space_is_one_line_and_writes_nothing(space, fragment, tmp_path, t
     (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
     (["--metric", "valid/nope"], "--metric 'valid/nope' is not a metric this model logs"),
     (["--resume"], "--resume needs the --name"),
+    (["--name", "a/b"], "--name 'a/b' must be one plain folder name"),
 ])
 def test_bad_flags_are_one_line_and_write_nothing(extra, fragment, tmp_path, tiny_cola, model_dir, capsys):
     (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-5, high: 1.0e-4, log: true}\n")
-    name = [] if extra == ["--resume"] else ["--name", "bad"]
+    name = [] if extra[0] in ("--resume", "--name") else ["--name", "bad"]
     result = sweep_inprocess([*name, "--output-dir", str(tmp_path / "out"), "--space", str(tmp_path / "space.yaml"),
                               *fixed_flags(model_dir, tiny_cola), *extra], capsys)
     assert_one_line_error(result, fragment)
@@ -419,3 +421,33 @@ def test_a_worker_stopped_with_sigterm_queues_its_trial_again_and_exits(tmp_path
     study = load_study(tmp_path / "sweeps" / "t")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[1].params == study.trials[0].params and study.trials[1].user_attrs["retry_of"] == 0
+
+
+def test_a_trial_whose_sampled_flag_is_refused_fails_with_its_reason_and_the_sweep_goes_on(tmp_path, model_dir,
+                                                                                         capsys):
+    """A sampled --label-column the data does not have makes train.py refuse the trial's data (exit 2): the trial is
+    recorded as failed with that one line, counts against --n-trials, the report says why, and the others run."""
+    from conftest import tiny_rows
+
+    for name, rows in (("t.csv", tiny_rows(48, seed=1)), ("v.csv", tiny_rows(20, seed=2))):
+        (tmp_path / name).write_text("text,label\n" + "".join(f'"{s}",{y}\n' for y, s in rows))
+    (tmp_path / "space.yaml").write_text("label_column: [label, gold]\n")
+    result = sweep_inprocess(["--name", "f", "--output-dir", str(tmp_path / "sweeps"), "--space",
+                              str(tmp_path / "space.yaml"), "--n-trials", "4", "--sampler", "random",
+                              "--sampler-seed", "1", "--pruner", "none", "--model", str(model_dir), "--train-file",
+                              str(tmp_path / "t.csv"), "--validation-file", str(tmp_path / "v.csv"), "--max-epochs",
+                              "1", "--no-progress-bar"], capsys)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    study = load_study(tmp_path / "sweeps" / "f")
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(study.trials) == 4 and failed and len(failed) < 4
+    for trial in study.trials:
+        assert (trial.state.name == "FAIL") == (trial.params["label_column"] == "gold")
+    for trial in failed:
+        assert "no column 'gold'" in trial.user_attrs["failed_reason"] and "pass --label-column" in \
+            trial.user_attrs["failed_reason"]
+        assert f"trial {trial.number} failed: " in result.stderr
+        assert not (tmp_path / "sweeps" / "f" / f"trial-{trial.number:04d}").exists()  # refused before writing
+    table = html_table((tmp_path / "sweeps" / "f" / "report.html").read_text(), "trials")
+    notes = dict(zip(table["trial"].astype(int), table["note"]))
+    assert all(notes[t.number].startswith("failed: ") and "no column 'gold'" in notes[t.number] for t in failed)

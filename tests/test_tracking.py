@@ -222,7 +222,7 @@ def test_guarded_calls_run_in_order_off_the_calling_thread(tmp_path):
 
 
 @pytest.mark.parametrize("method, error", [
-    ("log_image", ValueError("seaborn could not draw the heatmap")),             # a plot that fails
+    ("log_pil_image", OSError(28, "No space left on device")),                   # an image that cannot be written
     ("log_table", PermissionError(13, "Permission denied")),                     # a read-only run folder
     ("log_hyperparams", OSError(28, "No space left on device")),                 # a full disk at start
 ])
@@ -274,3 +274,55 @@ def test_an_error_with_a_blank_message_switches_the_backend_off_and_finalize_ret
     assert finished.wait(10), "finalize hung"
     assert guarded.failure == "log_metrics: ValueError" and guarded.lost_calls == 2
     assert "the blank logger failed in log_metrics: ValueError;" in caplog.text
+
+
+class SlowFigure:
+    """A figure that takes `seconds` to draw (a heatmap with a number in each of a million cells), or fails."""
+
+    def __init__(self, seconds: float = 0.0, error: Exception | None = None) -> None:
+        self.seconds, self.error = seconds, error
+
+    def savefig(self, buffer, format="png"):
+        time.sleep(self.seconds)
+        if self.error is not None:
+            raise self.error
+        Image.new("RGB", (4, 4)).save(buffer, format="png")
+
+
+@pytest.mark.parametrize("figure, reason", [(SlowFigure(seconds=30), "no answer after 1 s"),
+                                            (SlowFigure(error=ValueError("too many cells")), "ValueError")])
+def test_a_figure_that_hangs_or_fails_costs_only_the_figures_never_the_record(tmp_path, caplog, figure, reason):
+    """Figures are drawn on a lane of their own: while one takes long, or after it failed, metrics, tables and the
+    summary are written as they come, and finalize returns promptly."""
+    guarded = GuardedLogger(CSVLogger(str(tmp_path)), timeout=1.0)
+    start = time.monotonic()
+    guarded.log_image("Confusion Matrix", figure, step=1)
+    guarded.log_metrics({"valid/x": 0.5}, step=1)
+    guarded.log_table("per_class", pd.DataFrame({"class": ["a"], "f1": [0.5]}), step=1)
+    guarded.log_summary({"best/valid/x": 0.5})
+    guarded.flush()
+    guarded.log_image("later", np.zeros((2, 2, 3), np.uint8), step=2)  # figures are off now
+    guarded.log_metrics({"valid/x": 0.75}, step=2)
+    guarded.finalize()
+    assert time.monotonic() - start < 10
+    assert pd.read_csv(tmp_path / "metrics.csv")["valid/x"].tolist() == [0.5, 0.75]
+    assert (tmp_path / "tables" / "per_class-step1.csv").exists() and (tmp_path / "summary.yaml").exists()
+    assert not (tmp_path / "plots").exists()
+    assert guarded.failure is None and reason in guarded.figures_failure and guarded.lost_calls == 2
+    assert "its figures are off (metrics and tables go on)" in caplog.text
+
+
+def test_cells_a_spreadsheet_would_run_are_escaped_in_csv_tables_and_read_back_as_logged(tmp_path):
+    """Text cells starting with = + - @ are formulas to a spreadsheet (`=HYPERLINK(...)` in a sentence runs when the
+    examples table is opened): they are written with a leading ', which spreadsheets show as text; numbers stay."""
+    from tracking.files import from_spreadsheet_safe
+
+    logger = CSVLogger(str(tmp_path))
+    table = pd.DataFrame({"Sentence": ["=1+1", "+SUM(A1)", "-5 degrees.", "@cmd", "plain", "it's 'quoted'"],
+                          "=Label": ["a", "b", "c", "d", "e", "f"], "score": [-0.5, 0.25, 1.0, 2.0, 3.0, 4.0]})
+    logger.log_table("examples", table, step=1)
+    written = pd.read_csv(tmp_path / "tables" / "examples-step1.csv", keep_default_na=False)
+    assert written["Sentence"].tolist() == ["'=1+1", "'+SUM(A1)", "'-5 degrees.", "'@cmd", "plain", "it's 'quoted'"]
+    assert list(written.columns) == ["'=Label" if c == "=Label" else c for c in ["Sentence", "=Label", "score"]]
+    assert written["score"].tolist() == [-0.5, 0.25, 1.0, 2.0, 3.0, 4.0]  # numbers are not escaped
+    pd.testing.assert_frame_equal(from_spreadsheet_safe(written), table)

@@ -8,11 +8,13 @@
     <run_dir>/artifacts.csv               files kept with the run (checkpoints live in checkpoints/)
 
 Every row is flushed when it is logged, so a killed run keeps what it logged. A metric that first appears mid-run
-rewrites metrics.csv once with the wider header (to a temporary file, then renamed over the old one).
+rewrites metrics.csv once with the wider header (to a temporary file, then renamed over the old one). Text cells of
+tables that a spreadsheet would run as formulas are escaped (`files.spreadsheet_safe`).
 """
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 from typing import Any, Mapping
@@ -20,24 +22,9 @@ from typing import Any, Mapping
 import yaml
 
 from tracking.base import ExperimentLogger, safe_name
-from tracking.files import atomic_write, write_text
+from tracking.files import atomic_write, plain, spreadsheet_safe, write_text
 
 FIXED_COLUMNS = ("epoch", "step")
-
-
-def _plain(value: Any) -> Any:
-    """Hyperparameter values as YAML-safe builtins."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)  # also str subclasses such as torch's TorchVersion, which YAML cannot represent
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 class CSVLogger(ExperimentLogger):
@@ -51,8 +38,7 @@ class CSVLogger(ExperimentLogger):
         self._summary: dict[str, Any] = {}
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = list(FIXED_COLUMNS)
-        self._file = None
-        self._writer = None
+        self._fd = None  # metrics.csv, open for appending rows
 
     @property
     def experiment(self) -> "CSVLogger":
@@ -63,7 +49,7 @@ class CSVLogger(ExperimentLogger):
         return self.run_dir
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        self._hparams.update(_plain(dict(params)))
+        self._hparams.update(plain(dict(params)))
         self._write_yaml("hparams.yaml", self._hparams)
 
     def _write_yaml(self, name: str, data: dict) -> None:
@@ -74,14 +60,25 @@ class CSVLogger(ExperimentLogger):
         row["step"] = int(step)
         if "epoch" in metrics:
             row["epoch"] = int(metrics["epoch"])
-        self._rows.append(row)
         new = sorted(k for k in row if k not in self._columns)
-        if new or self._file is None:
-            self._columns.extend(new)
-            self._rewrite()
+        if new or self._fd is None:
+            self._rewrite(self._columns + new, self._rows + [row])
         else:
-            self._writer.writerow(row)
-            self._file.flush()
+            self._append(row)
+            self._rows.append(row)
+
+    def _append(self, row: dict) -> None:
+        """One row at the end of metrics.csv, all of it or none: a write that fails (a full disk) is cut off again,
+        so the file never ends in half a row."""
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self._columns).writerow(row)
+        end, data = os.lseek(self._fd, 0, os.SEEK_END), memoryview(text.getvalue().encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except BaseException:
+            os.ftruncate(self._fd, end)
+            raise
 
     def state_dict(self) -> dict:
         return {"rows": len(self._rows)}
@@ -97,34 +94,35 @@ class CSVLogger(ExperimentLogger):
             self._rows = [{k: v for k, v in row.items() if v != ""} for row in reader]
         if state.get("rows") is not None:  # None: this backend was off when the checkpoint was taken; keep every row
             self._rows = self._rows[: state["rows"]]
-        self._rewrite()
+        self._rewrite(self._columns, self._rows)
 
-    def _rewrite(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
+    def _rewrite(self, columns: list[str], rows: list[dict]) -> None:
+        """metrics.csv written anew with `columns` (atomically: on failure the old file stays), then kept open."""
         def write(tmp):
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
-                writer.writerows(self._rows)
+                writer.writerows(rows)
 
         atomic_write(self.metrics_path, write)
-        self._file = open(self.metrics_path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=self._columns)
+        self._columns, self._rows = list(columns), list(rows)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND)
 
     def _path(self, folder: str, key: str, step: int, suffix: str) -> str:
         os.makedirs(os.path.join(self.run_dir, folder), exist_ok=True)
         return os.path.join(self.run_dir, folder, f"{safe_name(key)}-step{int(step)}{suffix}")
 
     def log_table(self, key: str, dataframe, step: int) -> None:
-        atomic_write(self._path("tables", key, step, ".csv"), lambda tmp: dataframe.to_csv(tmp, index=False))
+        atomic_write(self._path("tables", key, step, ".csv"),
+                     lambda tmp: spreadsheet_safe(dataframe).to_csv(tmp, index=False))
 
     def log_pil_image(self, key: str, image, step: int) -> None:
         atomic_write(self._path("plots", key, step, ".png"), lambda tmp: image.save(tmp, format="png"))
 
     def log_summary(self, values) -> None:
-        self._summary.update(_plain(dict(values)))
+        self._summary.update(plain(dict(values)))
         self._write_yaml("summary.yaml", self._summary)
 
     def log_artifact(self, path: str, name: str, type: str = "model", aliases=()) -> None:
@@ -143,6 +141,6 @@ class CSVLogger(ExperimentLogger):
             csv.writer(f).writerows([*rows, [name, type, ",".join(aliases), os.path.relpath(source, self.run_dir)]])
 
     def finalize(self, status: str = "success") -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file = self._writer = None
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None

@@ -6,6 +6,7 @@ The rest of the project uses these too: `tracking` is the bottom layer, so any p
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 import numpy as np
@@ -22,6 +23,15 @@ def first_line(exc: BaseException, with_type: bool = False, limit: int = 300) ->
     if not text:
         return type(exc).__name__
     return (f"{type(exc).__name__}: {text}" if with_type else text)[:limit]
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the quota) is full, whichever library raised it (an OSError, safetensors'
+    SafetensorError, torch's writer)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(sign in text for sign in ("No space left on device", "os error 28", "Disk quota exceeded"))
 
 
 def atomic_write(path: str, write) -> None:
@@ -78,3 +88,53 @@ def image_to_pil(image):
         buffer.seek(0)
         return Image.open(buffer).convert("RGBA")
     return Image.fromarray(np.asarray(image))
+
+
+def plain(value):
+    """Values as YAML-safe builtins (hyperparameters, summaries)."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # also str subclasses such as torch's TorchVersion, which YAML cannot represent
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(frame):
+    """A copy of a DataFrame whose text cells and column names that a spreadsheet would run as formulas (`=1+1`,
+    `@SUM(...)`) start with a `'`, which spreadsheets show as text; numbers are left as they are."""
+    def safe(value):
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    return _map_text(frame, safe)
+
+
+def from_spreadsheet_safe(frame):
+    """A table read back from a CSV file written with `spreadsheet_safe`, as it was logged."""
+    def unsafe(value):
+        return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:].startswith(FORMULA_STARTS) \
+            else value
+
+    return _map_text(frame, unsafe)
+
+
+def _map_text(frame, fn):
+    """`fn` on every text cell and column name of a copy of `frame` (numeric columns are left as they are)."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = frame.copy()
+    for column in out.columns:
+        if not is_numeric_dtype(out[column]):
+            out[column] = out[column].map(fn)
+    out.columns = [fn(c) for c in out.columns]
+    return out

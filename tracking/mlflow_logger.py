@@ -5,6 +5,7 @@ logged already (counted per metric). HTTP retries are cut so a dead server is gi
 from __future__ import annotations
 
 import importlib.util
+import logging
 import numbers
 import os
 import re
@@ -18,6 +19,19 @@ DEFAULT_EXPERIMENT = "MLOps Basics"
 STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def _check_writable(path: Path) -> None:
+    """Raise PermissionError naming `path` unless it can be written: opened for appending, or created in its folder."""
+    probe = path if path.exists() else path.parent / f".{path.name}.probe-{os.getpid()}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open(probe, "ab").close()
+        if probe != path:
+            probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"the MLflow store {path} cannot be written ({exc.strerror or exc}); set "
+                              "MLFLOW_TRACKING_URI to a store or server that can be") from None
 
 
 def _key(name) -> str:  # a name as MLflow accepts it: letters, digits, `_ - . / :` and spaces, 250 at most
@@ -36,6 +50,10 @@ class MlflowLogger(ExperimentLogger):
             os.environ.setdefault(var, value)
         self.run_dir, self.experiment_name, self.run_name, self.group = run_dir, experiment, run_name, group
         output, server = Path(run_dir).resolve().parent, os.environ.get("MLFLOW_TRACKING_URI")
+        if not server:  # a store that cannot be written (read-only) fails here, in one line, not on every call
+            _check_writable(output / "mlflow.db")
+        # MLflow logs a traceback of its own for each failing store call; this backend's guard says it in one line
+        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
         self.tracking_uri = server or f"sqlite:///{output / 'mlflow.db'}"
         self._artifact_root = None if server else (output / "mlartifacts").as_uri()
         self._ids = RunIdFile(run_dir, "mlflow")

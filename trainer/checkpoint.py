@@ -19,11 +19,16 @@ WEIGHTS_FILE = "model.safetensors"
 
 def replace_dir(write, path: str) -> None:
     """Call `write(tmp)` to fill a fresh folder beside `path`, then swap it in with renames: a crash at any moment
-    leaves either the old folder or the new one under `path` (or `path.old` while the swap is under way)."""
+    leaves either the old folder or the new one under `path` (or `path.old` while the swap is under way). When the
+    writing fails (a full disk), the half-written folder is removed and the old one stays."""
     tmp, old = f"{path}.tmp", f"{path}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    write(tmp)
+    try:
+        os.makedirs(tmp)
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if os.path.exists(path):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)

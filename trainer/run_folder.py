@@ -6,8 +6,8 @@ continued. `RunFolder` is the one owner of that lifecycle, a context manager:
         run.logger = build_logger(...)
         run.start()                          # status: running; from here the folder is kept, whatever happens
         trainer.fit(...)
-    # on leaving, however it is left: the logger is finalized, report.html is written (a finished run), status.yaml
-    # says finished, failed, interrupted or pruned with the step, and the lock is let go
+    # on leaving, however it is left: the logger is finalized, status.yaml says finished, failed, interrupted or
+    # pruned with the step, report.html is written (a finished run), and the lock is let go
 
 A run folder `<output-dir>/<run-name>` is held by one writer at a time: an exclusive `flock` on the folder itself,
 which the OS releases when the process ends, however it ends (kill -9 included), so a killed run never leaves it
@@ -129,6 +129,7 @@ class RunFolder:
         self.step: Callable[[], int] | None = None
         self.outcome: str | None = None
         self.status: str | None = None  # how the run ended, once it has
+        self.previous: dict = {}  # a reopened folder's status before this process took it (`read_status`)
         self.logger_hung = False
         self._started = False
         self._status: dict[str, Any] = {}
@@ -176,8 +177,8 @@ class RunFolder:
             self.release()
 
     def close(self, exc: BaseException | None = None) -> None:
-        """Record how the run ended (`exc`: what ended it, None for a normal end): the logger is finalized, a
-        finished run's report written, and status.yaml updated, in that order."""
+        """Record how the run ended (`exc`: what ended it, None for a normal end): the logger is finalized,
+        status.yaml updated, and a finished run's report written (it shows the status), in that order."""
         if self.status is not None:
             return
         if exc is None:
@@ -189,9 +190,12 @@ class RunFolder:
         if self.logger is not None:
             self.logger.finalize({"finished": "success", "pruned": "success"}.get(self.status, self.status))
             self.logger_hung = any(getattr(backend, "hung", False) for backend in self.logger.backends())
+        try:
+            self.set_status(self.status, self.step() if self.step is not None else None)
+        except RunFolderError as error:  # a full disk: the run's end is told on stderr; a reader of the folder finds
+            print(f"warning: {error}", file=sys.stderr)  # its writer gone (read_status) and says so
         if self.status in ("finished", "pruned") and self.report is not None and self.writes:
             self.report(self.path)
-        self.set_status(self.status, self.step() if self.step is not None else None)
 
     def abandon(self) -> None:
         """The run never started: remove the folder if this process created it, else put its status back."""
@@ -343,7 +347,9 @@ def reopen(output_dir: str, run_name: str | None, resume: str, flags: dict, may_
         path = resume
         if checkpoint is not None and os.path.normpath(checkpoint) == os.path.normpath(resume):
             path = os.path.dirname(os.path.dirname(os.path.normpath(checkpoint)))  # <run>/checkpoints/<name>
+    previous = read_status(path)  # before taking the lock: whether its last writer is alive
     run = _hold(path, created=False)
+    run.previous = previous
     try:
         finished = _finished(path)
         if finished:
