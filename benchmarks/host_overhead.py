@@ -1,7 +1,7 @@
 """Per-step host cost of this trainer against a bare PyTorch loop, on a model whose arithmetic is negligible.
 
-    python benchmarks/host_overhead.py --data-dir ../shared/data/cola
-    python benchmarks/host_overhead.py --data-dir ../shared/data/cola --variants trainer_workers2,bare_deterministic
+    python benchmarks/host_overhead.py --data-dir data/cola
+    python benchmarks/host_overhead.py --data-dir data/cola --variants trainer_workers2,bare_deterministic
 
 A tiny random BERT (2 layers, hidden size 32, all-MiniLM-L6-v2's tokenizer and vocabulary) trains on CoLA's
 length-grouped batches on whatever device is present, so a step's wall time is almost all host work: Python, kernel
@@ -160,8 +160,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "..", "shared", "data",
-                                                                                       "cola"))
+    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "data", "cola"))
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: all-MiniLM-L6-v2's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=200, help="timed optimizer steps per run (default: %(default)s)")

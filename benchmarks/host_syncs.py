@@ -1,6 +1,6 @@
 """On a GPU: which calls make the host wait for the device during training steps (torch's sync debug mode).
 
-    python benchmarks/host_syncs.py --data-dir ../shared/data/cola [train.py flags, e.g. --precision bf16]
+    python benchmarks/host_syncs.py --data-dir data/cola [train.py flags, e.g. --precision bf16]
 
 Runs scripts/train.py for 40 steps, watches steps 6-35 and prints each synchronizing call with the code that made it,
 split into the steps that write a metrics row (every `--log-every-n-steps`) and the others. The loop is meant to

@@ -1,6 +1,6 @@
 """What logging costs the training loop, for each backend: none, csv, wandb (offline), csv and wandb together.
 
-    python benchmarks/logging_overhead.py --data-dir ../shared/data/cola
+    python benchmarks/logging_overhead.py --data-dir data/cola
 
 1. Per `log_metrics` call, in this process, through `tracking.build_logger` as train.py builds it: the time the
    training loop waits (the call only queues the row for the backend's thread) and the time the backend itself
@@ -56,8 +56,7 @@ def call_costs(spec: str, calls: int, tmp: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "..", "shared", "data",
-                                                                                       "cola"))
+    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "data", "cola"))
     p.add_argument("--calls", type=int, default=500, help="log_metrics calls per backend (default: %(default)s)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per training run (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5)

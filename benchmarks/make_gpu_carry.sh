@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-/work/main/.venv/bin/python}"
-COLA_SRC="${COLA_SRC:-/work/shared/data/cola}"
+COLA_SRC="${COLA_SRC:-$ROOT/data/cola}"
 OUT="$ROOT/.gpu"
 rm -rf "$OUT"
 mkdir -p "$OUT/wheels" "$OUT/minilm" "$OUT/cola"

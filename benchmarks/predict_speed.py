@@ -1,6 +1,6 @@
 """How long `scripts/predict.py` takes to classify many sentences, and its peak memory.
 
-    python benchmarks/predict_speed.py --data-dir ../shared/data/cola --sentences 10000
+    python benchmarks/predict_speed.py --data-dir data/cola --sentences 10000
 
 Writes N sentences (CoLA's training sentences, repeated as needed) to a temporary file, runs predict.py on it in a
 fresh process `--repeats` times (all-MiniLM-L6-v2 by default, the shipped weights with a new head), and prints the

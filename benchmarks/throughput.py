@@ -1,7 +1,7 @@
 """Training throughput of this project against the seed's Lightning pipeline and a bare PyTorch loop.
 
     pip install -e ".[bench]"
-    python benchmarks/throughput.py --data-dir ../shared/data/cola
+    python benchmarks/throughput.py --data-dir data/cola
 
 Same model (all-MiniLM-L6-v2), data (CoLA train), batch size and number of optimizer steps for every pipeline:
   ours            scripts/train.py with its defaults and `--logger csv,wandb` (W&B offline)
@@ -168,8 +168,7 @@ def print_summary(summary: dict, args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "..", "shared", "data",
-                                                                                       "cola"))
+    p.add_argument("--data-dir", default=os.environ.get("COLA_DIR") or os.path.join(ROOT, "data", "cola"))
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per run (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5, help="first steps left out of throughput (default: %(default)s)")

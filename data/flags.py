@@ -23,10 +23,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (one source: --task [--data-dir], --train-file and --validation-file, or --dataset)")
     g.add_argument("--task", type=str.lower, default=None, metavar="NAME",
                    help=f"a GLUE classification task from the Hub (nyu-mll/glue): {', '.join(GLUE_TASKS)}; mnli "
-                        "validates on validation_matched (default: cola)")
+                        "validates on validation_matched (default: CoLA from the files shipped with the project, "
+                        "offline; --task cola reads it from the Hub)")
     g.add_argument("--data-dir", default=None,
-                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the "
-                        "Hub's nyu-mll/glue (cola)")
+                   help="folder with CoLA's train.tsv and dev.tsv in GLUE format; default: $COLA_DIR, else the copy "
+                        "shipped with the project (data/cola)")
     g.add_argument("--train-file", default=None, metavar="FILE",
                    help="training data: .csv, .tsv, or .json/.jsonl (JSON lines), with a header or keys")
     g.add_argument("--validation-file", default=None, metavar="FILE", help="validation data, same format")
@@ -48,9 +49,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def source_from_args(args, labels=None, **options) -> DataSource:
     """The (not yet loaded) `DataSource` the flags name; `labels`: fixed class names (a checkpoint's), which take
-    the place of --labels; `options`: more DataSource fields. CoLA's folder defaults to $COLA_DIR."""
-    other = args.train_file or args.validation_file or args.dataset
-    data_dir = args.data_dir if other or (args.task or "cola") != "cola" else resolve_data_dir(args.data_dir)
+    the place of --labels; `options`: more DataSource fields. With no data flag at all: CoLA from $COLA_DIR, else
+    from the files shipped with the project; `--task cola` alone reads it from the Hub."""
+    given = args.task or args.data_dir or args.train_file or args.validation_file or args.dataset
+    data_dir = args.data_dir if given else resolve_data_dir(None)
     return DataSource(task=args.task, data_dir=data_dir, train_file=args.train_file,
                       validation_file=args.validation_file, dataset=args.dataset, dataset_config=args.dataset_config,
                       train_split=args.train_split, validation_split=args.validation_split,

@@ -13,6 +13,8 @@ GLUE = "nyu-mll/glue"
 HUB_DATASET = (GLUE, "cola")
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 DATA_DIR_ENV = "COLA_DIR"
+# CoLA's train.tsv and dev.tsv, shipped with the project (data/cola/README.md: source, citation, terms)
+SHIPPED_COLA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cola")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ def _line_of_offset(path: str, offset: int) -> int:
         return f.read(offset).count(b"\n") + 1
 
 
-def resolve_data_dir(data_dir: str | None) -> str | None:
-    return data_dir or os.environ.get(DATA_DIR_ENV) or None
+def resolve_data_dir(data_dir: str | None) -> str:
+    """CoLA's folder: the one given, else $COLA_DIR, else the copy shipped with the project."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or SHIPPED_COLA
 
 
 def load_cola(data_dir: str | None = None):

@@ -98,7 +98,8 @@ class DataSource:
         if self.kind != "glue":
             out.update(text_column=self.text_column, text_pair_column=self.text_pair_column,
                        label_column=self.label_column)
-        return {**out, "label_names": list(self.label_names), "fingerprint": dict(self.fingerprints)}
+        rows = {split: self._raw[split].num_rows for split in self._raw} if self._raw is not None else {}
+        return {**out, "label_names": list(self.label_names), "rows": rows, "fingerprint": dict(self.fingerprints)}
 
     def load(self):
         """A `datasets.DatasetDict` (train, validation) with sentence[, sentence2], label, idx; sets `label_names`.

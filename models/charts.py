@@ -18,6 +18,7 @@ import pandas as pd
 from tracking.files import image_to_pil
 
 CONFUSION_MATRIX, ROC, PR = "Confusion Matrix", "roc", "pr"
+PER_CLASS = "per_class"  # the table of each class's precision, recall, F1 and support (models/classifier.py)
 NATIVE_CHARTS = "wandb"  # the backend that draws these charts itself
 # Charts that grow with the number of classes are drawn so that they stay readable and take seconds, whatever the
 # number: a count in each cell of the heatmap up to ANNOTATED classes (a thousand classes once took ten minutes and
@@ -123,6 +124,10 @@ def pr_curve_frame(y_true: Sequence[int], probs, class_names: Sequence[str]) -> 
     return pd.concat(frames, ignore_index=True)
 
 
+AXIS_NAMES = {"fpr": "false positive rate", "tpr": "true positive rate (recall)", "recall": "recall",
+              "precision": "precision"}
+
+
 def curve_figure(frame: pd.DataFrame, x: str, y: str, score: str, score_label: str, title: str,
                  diagonal: bool = False):
     """One line per class of a `roc_curve_frame` or `pr_curve_frame`, the class's area score in the legend."""
@@ -134,7 +139,7 @@ def curve_figure(frame: pd.DataFrame, x: str, y: str, score: str, score_label: s
         ax.plot(curve[x], curve[y], label=f"{name} ({score_label} {curve[score].iloc[0]:.3f})")
     if diagonal:
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(xlabel=AXIS_NAMES[x], ylabel=AXIS_NAMES[y], title=title, xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower right" if diagonal else "lower left")
     fig.tight_layout()
     return fig

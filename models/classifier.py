@@ -18,13 +18,12 @@ from typing import Sequence
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
-from models.charts import WANDB_CONFUSION_CHARTS, log_classification_charts
+from models.charts import PER_CLASS, WANDB_CONFUSION_CHARTS, log_classification_charts
 from models.pretrained import DEFAULT_MODEL, resolve_model_path
 from trainer import TrainerModule
 
 log = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-PER_CLASS = "per_class"  # the table of each class's precision, recall, F1 and support
 # Every metric the model logs by the time a validation ends (`_epoch` forms too), what `--monitor` may name;
 # `valid/f1_positive` only for the tasks that ask for it (`f1_positive`).
 METRICS = ("valid/loss", "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",

@@ -1,6 +1,9 @@
-"""The report of a classifier's run (or several, compared): what its folder holds, laid out on one self-contained
-HTML page (tracking/page.py): curves, the best validation's confusion matrix, ROC and precision-recall curves, the
-misclassified examples (sortable, filterable), hyperparameters and the best checkpoint.
+"""The report of a classifier's run (or several, compared), laid out on one self-contained HTML page
+(tracking/page.py) that leads with the answer. On the first screen: the task and data, the best value of the
+monitored metric and where, the validation scores (best and last) in one small table, the confusion matrix with class
+names, and each class's scores. Then the curves, grouped (losses in one chart, the validation scores that move
+together in another, identical curves drawn once), ROC and precision-recall, the misclassified examples (sortable,
+filterable) and the settings that applied to the run. No part of the page is wider than the window.
 
 Reads the files a run writes (the CSV backend's, with the keys models/charts.py and models/callbacks.py log and the
 summary the trainer's callbacks write); knows nothing of how the run was trained.
@@ -9,20 +12,25 @@ from __future__ import annotations
 
 import html
 import os
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 import yaml
 
 from models.callbacks import EXAMPLES
-from models.charts import CONFUSION_MATRIX, PR, ROC
-from tracking.base import safe_name
+from models.charts import CONFUSION_MATRIX, PER_CLASS, PR, ROC
+from tracking.base import flatten, safe_name
 from tracking.files import from_spreadsheet_safe
 from tracking.page import figure_html, image_file_html, table_html, write_page
 from trainer.run_folder import describe_status, read_status
 
-TRAIN_CURVES = [("train/loss", "Training loss"), ("train/acc", "Training accuracy")]
+COUNTS_SHOWN = 30  # classes up to which the confusion matrix's counts are a table of the page
+# What the score names mean, said once under the scores table.
+SCORES_NOTE = ("acc: the share of validation rows classified right; f1, precision_macro, recall_macro: the mean over "
+               "classes; *_micro: over all rows (with one label a row they equal accuracy); mcc: Matthews "
+               "correlation, 0 for a constant guess; loss: cross-entropy.")
+# Settings of one tracker, shown only when the run used it.
+TRACKER_SETTINGS = {"wandb": ("wandb_", "confusion_matrix"), "mlflow": ("mlflow_",)}
 
 
 @dataclass
@@ -44,9 +52,17 @@ class Run:
                    status=read_status(path))
 
     @property
+    def id(self) -> str:
+        return "".join(c if c.isalnum() or c in "_-" else "-" for c in self.name)
+
+    @property
     def validations(self) -> pd.DataFrame:
+        """One row per validation: epoch, step and every validation score (epoch values, named without `_epoch`)."""
         cols = [c for c in self.metrics.columns if c.startswith("valid/") and not c.endswith("_step")]
-        return self.metrics.dropna(subset=cols, how="all")[["epoch", "step", *cols]] if cols else pd.DataFrame()
+        if not cols:
+            return pd.DataFrame()
+        frame = self.metrics.dropna(subset=cols, how="all")[["epoch", "step", *cols]]
+        return frame.rename(columns={c: c.removesuffix("_epoch") for c in cols}).reset_index(drop=True)
 
     @property
     def monitor(self) -> str | None:
@@ -63,16 +79,19 @@ class Run:
 
     def file(self, folder: str, key: str, suffix: str) -> str | None:
         step = self.best_step
-        path = os.path.join(self.path, folder, f"{key}-step{step}{suffix}")
+        path = os.path.join(self.path, folder, f"{safe_name(key)}-step{step}{suffix}")
         return path if step is not None and os.path.isfile(path) else None
 
-    def best_row(self) -> dict:
+    def row_at(self, step: int | None) -> dict:
         valid = self.validations
         if valid.empty:
             return {}
-        row = valid[valid["step"] == self.best_step]
-        best = (row.iloc[-1] if len(row) else valid.iloc[-1]).dropna().to_dict()
-        return {k: int(v) if k in ("epoch", "step") else v for k, v in best.items()}
+        row = valid[valid["step"] == step]
+        found = (row.iloc[-1] if len(row) else valid.iloc[-1]).dropna().to_dict()
+        return {k: int(v) if k in ("epoch", "step") else v for k, v in found.items()}
+
+    def best_row(self) -> dict:
+        return self.row_at(self.best_step)
 
     def headline(self) -> str:
         """One sentence: the best monitored score, where and when it was reached, and the checkpoint."""
@@ -80,28 +99,42 @@ class Run:
         if step is None:
             return "No validation in this run."
         monitor = self.monitor
-        score = self.summary.get("checkpoint/score", best.get(monitor or "", best.get(f"{monitor}_epoch")))
+        score = self.summary.get("checkpoint/score", best.get(monitor or ""))
         where = f"step {step}" + (f", epoch {best['epoch']}" if "epoch" in best else "")
         text = f"Best {monitor} = {float(score):.4f} at {where}" if monitor and score is not None else \
             f"Last validation at {where}"
         checkpoint = self.summary.get("checkpoint/path")
         return text + (f"; checkpoint {checkpoint}." if checkpoint else "; no checkpoint recorded.")
 
-    def tables_at_best(self) -> dict[str, str]:
-        """Every table logged at the best step that has no plot of its own: key -> CSV path."""
-        step = self.best_step
-        folder = os.path.join(self.path, "tables")
-        if step is None or not os.path.isdir(folder):
-            return {}
-        out = {}
-        for name in sorted(os.listdir(folder)):
-            match = re.fullmatch(rf"(.+)-step{step}\.csv", name)
-            if match and not os.path.isfile(os.path.join(self.path, "plots", f"{match.group(1)}-step{step}.png")):
-                out[match.group(1)] = os.path.join(folder, name)
-        return out
+    def about(self) -> str:
+        """The task and the data in one line: what was trained to tell apart, from which rows, with which model."""
+        data, parts = self.hparams.get("data") or {}, []
+        if data.get("source") == "glue":
+            parts.append(f"GLUE task {data.get('task')} from {data.get('from')}")
+        elif data.get("source") == "files":
+            parts.append(f"files {data.get('train_file')} and {data.get('validation_file')}")
+        elif data.get("source") == "dataset":
+            parts.append(f"dataset {data.get('dataset')}")
+        names = data.get("label_names") or []
+        if names:
+            shown = ", ".join(map(str, names[:8])) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            parts.append(f"{len(names)} classes: {shown}")
+        rows = data.get("rows") or {}
+        if rows:
+            parts.append(", ".join(f"{n} {split} rows" for split, n in rows.items()))
+        if self.hparams.get("model"):
+            parts.append(f"model {self.hparams['model']}")
+        return " · ".join(parts)
 
-
-COUNTS_SHOWN = 30  # classes up to which the confusion matrix's counts are a table of the page
+    def settings(self) -> pd.DataFrame:
+        """The hyperparameters that applied to this run: none that is empty, none of a tracker it did not use."""
+        loggers = str(self.hparams.get("logger", "")).split(",")
+        unused = tuple(p for tracker, prefixes in TRACKER_SETTINGS.items() if tracker not in loggers for p in prefixes)
+        if not {"wandb", "mlflow"} & set(loggers):
+            unused += ("run_group",)
+        flat = {k: v for k, v in flatten(self.hparams).items() if v not in (None, "", [], "[]") and
+                not k.startswith(unused) and not k.startswith("data.fingerprint")}
+        return pd.DataFrame({"setting": list(flat), "value": [str(v) for v in flat.values()]})
 
 
 def _table(path: str) -> pd.DataFrame:
@@ -116,97 +149,145 @@ def _yaml(path: str) -> dict:
         return yaml.safe_load(f) or {}
 
 
-def _curves(runs: list[Run], metric: str, title: str) -> str | None:
-    """Step values as lines and epoch values as markers, one colour per run."""
+def score_groups(valid: pd.DataFrame) -> list[list[str]]:
+    """The validation scores (not the loss), those equal at every validation in one group, the first named first."""
+    groups: list[list[str]] = []
+    for column in (c for c in valid.columns if c.startswith("valid/") and "loss" not in c):
+        for group in groups:
+            if valid[column].sub(valid[group[0]]).abs().max() < 1e-9:
+                group.append(column)
+                break
+        else:
+            groups.append([column])
+    return groups
+
+
+def _group_label(group: list[str]) -> str:
+    return group[0] + (f" (= {', '.join(g.removeprefix('valid/') for g in group[1:])})" if len(group) > 1 else "")
+
+
+def scores_table(run: Run) -> pd.DataFrame:
+    """Each validation score (equal ones once) at the best checkpoint and at the last validation."""
+    valid = run.validations
+    best, last = run.best_row(), run.row_at(int(valid["step"].iloc[-1]))
+    names = [*(["valid/loss"] if "valid/loss" in valid else []), *(g[0] for g in score_groups(valid))]
+    labels = {g[0]: _group_label(g) for g in score_groups(valid)}
+    frame = pd.DataFrame({"score": [labels.get(n, n) for n in names],
+                          f"best checkpoint (step {best['step']})": [best.get(n) for n in names]})
+    if last["step"] != best["step"]:
+        frame[f"last validation (step {last['step']})"] = [last.get(n) for n in names]
+    return frame
+
+
+def _chart(title: str, series: list[tuple[pd.Series, pd.Series, str, dict]]) -> str | None:
+    """A chart of (x, y, label, style) lines against the global step, as an embedded image."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.6))
-    ax = fig.subplots()
-    drawn = False
-    for index, run in enumerate(runs):
-        colour = f"C{index}"
-        label = f"{run.name}: " if len(runs) > 1 else ""
-        for suffix, style in (("_step", {"linewidth": 1, "alpha": 0.6}), ("_epoch", {"marker": "o"}), ("", {"marker": "o"})):
-            column = metric + suffix
-            if column in run.metrics:
-                data = run.metrics.dropna(subset=[column])
-                if len(data):
-                    ax.plot(data["step"], data[column], color=colour, label=f"{label}{column}", **style)
-                    drawn = True
-    if not drawn:
+    series = [s for s in series if len(s[0])]
+    if not series:
         return None
-    ax.set(title=title, xlabel="global step")
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    for x, y, label, style in series:
+        ax.plot(x, y, label=label, **style)
+    ax.set(title=title, xlabel="global step (optimizer steps)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    return figure_html(fig)
+    return figure_html(fig, title)
 
 
-def _validation_metrics(runs: list[Run]) -> list[str]:
-    names = []
-    for run in runs:
-        for column in run.validations.columns:
-            name = re.sub(r"_epoch$", "", column)
-            if column.startswith("valid/") and name not in names:
-                names.append(name)
-    return names
+def _column(run: Run, name: str) -> tuple[pd.Series, pd.Series]:
+    data = run.metrics.dropna(subset=[name]) if name in run.metrics else run.metrics.iloc[:0]
+    return data["step"], data[name] if name in data else data["step"]
 
 
-def _run_section(run: Run, heading: bool) -> str:
-    parts = [f'<section class="run"><h2>{html.escape(run.name)}</h2>' if heading else '<section class="run">',
-             f'<p class="path">{html.escape(os.path.abspath(run.path))}</p>',
-             f'<p class="status" id="status-{_id(run)}">Run {html.escape(describe_status(run.status))}.</p>'
-             if run.status.get("status") else ""]
-    step = run.best_step
-    if not run.summary.get("checkpoint/path"):
-        parts.append(f"<p>No checkpoint recorded; figures below are from the best validation by "
-                     f"{html.escape(str(run.monitor or 'step (the last)'))}.</p>")
-    best = run.best_row()
-    if best:
-        parts.append(f"<h3>Validation at step {step}</h3>")
-        parts.append(table_html(pd.DataFrame([best]), f"best-{_id(run)}", sortable=False))
-    parts.append(f"<h3>Confusion matrix, ROC and precision-recall at step {step}</h3><div class='grid'>")
-    parts.append(image_file_html(run.file("plots", safe_name(CONFUSION_MATRIX), ".png"), "Confusion matrix"))
-    parts.append(image_file_html(run.file("plots", ROC, ".png"), "ROC curve"))
-    parts.append(image_file_html(run.file("plots", PR, ".png"), "Precision-recall curve"))
-    parts.append("</div>")
-    counts = run.file("tables", safe_name(CONFUSION_MATRIX), ".csv")
+def curves(runs: list[Run]) -> list[str]:
+    """Losses in one chart, the validation scores in another (equal ones once), training accuracy in a third; with
+    several runs, one colour a run."""
+    several = len(runs) > 1
+    losses, scores, accuracy = [], [], []
+    for index, run in enumerate(runs):
+        prefix, colour = (f"{run.name}: " if several else ""), (f"C{index}" if several else None)
+        thin = {"linewidth": 0.8, "alpha": 0.5, **({"color": colour} if colour else {})}
+        dots = {"marker": "o", **({"color": colour} if colour else {})}
+        losses += [(*_column(run, "train/loss_step"), f"{prefix}training loss, each logged step", thin),
+                   (*_column(run, "train/loss_epoch"), f"{prefix}training loss, epoch mean", dots),
+                   (*_column(run, "valid/loss_epoch"), f"{prefix}validation loss",
+                    {**dots, "linestyle": "--"})]
+        accuracy += [(*_column(run, "train/acc_step"), f"{prefix}each logged step", thin),
+                     (*_column(run, "train/acc_epoch"), f"{prefix}epoch mean", dots)]
+        valid = run.validations
+        groups = score_groups(valid) if not valid.empty else []
+        for number, group in enumerate(groups if not several else [g for g in groups if g[0] == run.monitor]
+                                       or groups[:1]):
+            style = {"marker": "o", "color": colour or f"C{number}"}
+            scores.append((valid["step"], valid[group[0]], f"{prefix}{_group_label(group)}", style))
+    charts = [_chart("Losses", losses), _chart("Validation scores" if not several else "Monitored validation score",
+                                               scores), _chart("Training accuracy", accuracy)]
+    return [chart for chart in charts if chart]
+
+
+def _top(run: Run) -> str:
+    """The first screen of a run: scores, confusion matrix, each class."""
+    step, cards = run.best_step, []
+    if not run.validations.empty:
+        scores = table_html(scores_table(run), f"scores-{run.id}", sortable=False)
+        cards.append(f"<div class='card'><h2>Validation scores</h2>{scores}<p class='note'>"
+                     f"{html.escape(SCORES_NOTE)}</p></div>")
+    matrix = [f"<div class='card'><h2>Confusion matrix at step {step}</h2>",
+              image_file_html(run.file("plots", CONFUSION_MATRIX, ".png"), "Confusion matrix",
+                              f"confusion-image-{run.id}")]
+    counts = run.file("tables", CONFUSION_MATRIX, ".csv")
     if counts:
         frame = _table(counts)
         frame = frame.set_index(frame.columns[0])  # the actual classes
         if len(frame) <= COUNTS_SHOWN:
-            parts.append("<p>Counts (rows: actual, columns: predicted):</p>" +
-                         frame.to_html(escape=True, border=0, table_id=f"confusion-{_id(run)}"))
+            matrix.append("<p class='note'>Counts (rows: actual class, columns: predicted class):</p><div "
+                          f"class='table-wrap'>{frame.to_html(escape=True, border=0, table_id=f'confusion-{run.id}')}"
+                          "</div>")
         else:
-            parts.append(f"<p>Counts of {len(frame)} classes: {html.escape(os.path.relpath(counts, run.path))} "
-                         "(too many for a table here).</p>")
-    for key, path in run.tables_at_best().items():
-        if key in (EXAMPLES, safe_name(CONFUSION_MATRIX)):
-            continue
-        parts.append(f"<h3>{html.escape(key)} at step {step}</h3>")
-        parts.append(table_html(_table(path), f"{_safe(key)}-{_id(run)}"))
+            matrix.append(f"<p class='note'>Counts of {len(frame)} classes: "
+                          f"{html.escape(os.path.relpath(counts, run.path))} (too many for a table here).</p>")
+    cards.append("".join(matrix) + "</div>")
+    per_class = run.file("tables", PER_CLASS, ".csv")
+    if per_class:
+        cards.append(f"<div class='card'><h2>Each class at step {step}</h2>"
+                     f"{table_html(_table(per_class), f'per_class-{run.id}', decimals=3)}<p class='note'>support: "
+                     "the class's "
+                     "validation rows; precision, recall and F1 of the class against all others.</p></div>")
+    return f"<div class='top'>{''.join(cards)}</div>"
+
+
+def _details(run: Run) -> list[str]:
+    """What follows the curves: ROC and precision-recall, the misclassified examples, the settings."""
+    step, parts = run.best_step, []
+    parts.append(f"<h2>ROC and precision-recall curves at step {step}</h2><div class='grid'>")
+    parts.append(image_file_html(run.file("plots", ROC, ".png"), "ROC curve"))
+    parts.append(image_file_html(run.file("plots", PR, ".png"), "Precision-recall curve"))
+    parts.append("</div>")
     examples = run.file("tables", EXAMPLES, ".csv")
-    parts.append(f"<h3>Misclassified validation examples at step {step}</h3>")
+    parts.append(f"<h2>Misclassified validation examples at step {step}</h2>")
     if examples:
         frame = _table(examples)
-        parts.append(f"<p>{len(frame)} examples. Click a column to sort.</p>")
-        parts.append(table_html(frame, f"examples-{_id(run)}", filterable=True))
+        parts.append(f"<p class='note'>{len(frame)} rows the model got wrong. Label: the true class; Predicted: the "
+                     "model's class; Probability: the probability the model gave its prediction. Click a column to "
+                     "sort, type to filter.</p>")
+        parts.append(table_html(frame, f"examples-{run.id}", filterable=True))
     else:
         parts.append('<p class="missing">No examples table in this run.</p>')
-    if run.hparams:
-        flat = pd.json_normalize(run.hparams, sep=".").T.reset_index()
-        flat.columns = ["hyperparameter", "value"]
-        parts.append("<h3>Hyperparameters</h3>" + table_html(flat.astype(str), f"hparams-{_id(run)}"))
-    parts.append("</section>")
-    return "\n".join(parts)
+    settings = run.settings()
+    if len(settings):
+        parts.append("<h2>Settings of this run</h2>" + table_html(settings, f"hparams-{run.id}"))
+    return parts
 
 
-def _id(run: Run) -> str:
-    return _safe(run.name)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+def _header(run: Run) -> list[str]:
+    parts = [f"<p class='about' id='about-{run.id}'>{html.escape(run.about())}</p>"] if run.about() else []
+    if run.status.get("status"):
+        parts.append(f"<p class='status' id='status-{run.id}'>Run {html.escape(describe_status(run.status))}.</p>")
+    parts.append(f"<p class='path'>{html.escape(os.path.abspath(run.path))}</p>")
+    return parts
 
 
 def _differing_hparams(runs: list[Run], ignore: tuple[str, ...]) -> pd.DataFrame:
@@ -223,24 +304,23 @@ def build_report(run_dirs: list[str], output: str, ignore: tuple[str, ...] = ())
     """Write the report for `run_dirs` to `output` (atomically) and return its path. Comparing runs, hyperparameters
     starting with one of `ignore` are not listed among those that differ."""
     runs = [Run.load(path) for path in run_dirs]
-    title = f"Run {runs[0].name}" if len(runs) == 1 else f"{len(runs)} runs compared"
-    body = [f"<h1>{html.escape(title)}</h1>"]
     if len(runs) == 1:
-        body.append(f'<p class="headline" id="headline">{html.escape(runs[0].headline())}</p>')
-    else:
-        body.append("<ul class='headline' id='headline'>" + "".join(
-            f"<li><b>{html.escape(run.name)}</b>: {html.escape(run.headline())}</li>" for run in runs) + "</ul>")
-        rows = [{"run": run.name, "monitor": run.monitor, "best step": run.best_step,
-                 **{k: v for k, v in run.best_row().items() if k != "step"}} for run in runs]
-        body.append("<h2>Best validation of each run</h2>" + table_html(pd.DataFrame(rows), "compare"))
-        differing = _differing_hparams(runs, ignore)
-        body.append("<h2>Hyperparameters that differ</h2>" + (table_html(differing, "hparams-diff") if len(differing)
-                                                               else "<p>None: the runs share every hyperparameter.</p>"))
-    body.append("<h2>Curves</h2><div class='grid'>")
-    for metric, label in TRAIN_CURVES + [(m, m) for m in _validation_metrics(runs)]:
-        image = _curves(runs, metric, label)
-        if image:
-            body.append(image)
-    body.append("</div>")
-    body.extend(_run_section(run, heading=len(runs) > 1) for run in runs)
+        run = runs[0]
+        body = [f"<h1>Run {html.escape(run.name)}</h1>", *_header(run),
+                f'<p class="headline" id="headline">{html.escape(run.headline())}</p>', _top(run),
+                "<h2>Curves</h2><div class='grid'>", *curves(runs), "</div>", *_details(run)]
+        return write_page(f"Run {run.name}", body, output)
+    title = f"{len(runs)} runs compared"
+    body = [f"<h1>{html.escape(title)}</h1>", "<ul class='headline' id='headline'>" + "".join(
+        f"<li><b>{html.escape(run.name)}</b>: {html.escape(run.headline())}</li>" for run in runs) + "</ul>"]
+    rows = [{"run": run.name, "monitor": run.monitor, "best step": run.best_step,
+             **{k: v for k, v in run.best_row().items() if k != "step"}} for run in runs]
+    body.append("<h2>Best validation of each run</h2>" + table_html(pd.DataFrame(rows), "compare"))
+    differing = _differing_hparams(runs, ignore)
+    body.append("<h2>Hyperparameters that differ</h2>" + (table_html(differing, "hparams-diff") if len(differing)
+                                                           else "<p>None: the runs share every hyperparameter.</p>"))
+    body += ["<h2>Curves</h2><div class='grid'>", *curves(runs), "</div>"]
+    for run in runs:
+        body += [f"<section class='run'><h2>{html.escape(run.name)}</h2>", *_header(run),
+                 f"<p class='headline'>{html.escape(run.headline())}</p>", _top(run), *_details(run), "</section>"]
     return write_page(title, body, output)

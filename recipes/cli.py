@@ -11,7 +11,6 @@ from typing import Callable
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
-EXIT_TERMINATED = 143  # ... and by SIGTERM
 
 
 class UsageError(Exception):
@@ -175,22 +174,34 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # a job preempted (Slurm, Kubernetes, spot instances), a terminal closed
+
+
+def exit_code(signal_name: str) -> int:
+    """The shell's code for a process ended by that signal: 128 + its number (SIGTERM 143, SIGHUP 129)."""
+    import signal
+
+    return 128 + signal.Signals[signal_name].value
+
+
 @contextlib.contextmanager
 def on_sigterm(callback: Callable[[str], None]):
-    """Within the block, SIGTERM (what Slurm, Kubernetes and spot instances send) calls `callback("SIGTERM")` instead
-    of ending the process at once, so that the work under way can stop cleanly; the previous handler is put back
-    after. Only the main thread can take signals: elsewhere the block runs unchanged."""
+    """Within the block, SIGTERM and SIGHUP call `callback(name)` instead of ending the process at once, so that the
+    work under way can stop cleanly; the previous handlers are put back after. Only the main thread can take
+    signals: elsewhere the block runs unchanged."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: callback("SIGTERM"))
+    previous = {name: signal.signal(getattr(signal, name), lambda signum, frame: callback(signal.Signals(signum).name))
+                for name in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 _HARD_EXIT = False
@@ -235,4 +246,4 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         if interrupted is None or not isinstance(exc, interrupted):
             raise
         print(f"interrupted ({exc.signal_name}) before the run started; nothing was recorded", file=sys.stderr)
-        return EXIT_TERMINATED
+        return exit_code(exc.signal_name)

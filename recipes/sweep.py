@@ -327,7 +327,7 @@ class Worker:
                                                           else []), "--resume"])
             print(f"interrupted ({self.stop}); the interrupted trial is queued again. Continue with: {command}",
                   file=sys.stderr)
-            return cli.EXIT_TERMINATED if self.stop == "SIGTERM" else cli.EXIT_INTERRUPTED
+            return cli.EXIT_INTERRUPTED if self.stop == "Ctrl-C" else cli.exit_code(self.stop)
         return 0
 
     def _fail_stale(self) -> None:
@@ -387,10 +387,11 @@ class Worker:
             code = cli.EXIT_INTERRUPTED
         except Exception as exc:  # a crash: the trial fails with its reason, the sweep goes on
             return _failed(trial, first_line(exc, with_type=True))
-        if code in (cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED):  # stopped from outside: run it again, then stop
+        stops = {cli.EXIT_INTERRUPTED: "Ctrl-C", **{cli.exit_code(name): name for name in cli.STOP_SIGNALS}}
+        if code in stops:  # stopped from outside: run it again (any worker), then stop
             trial.set_user_attr("interrupted", True)
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            self.stop = self.stop or ("SIGTERM" if code == cli.EXIT_TERMINATED else "Ctrl-C")
+            self.stop = self.stop or stops[code]
             raise _Stop(self.stop)
         if code != 0:
             reason = first_line(record.exception) if record.exception is not None else f"exit code {code}"

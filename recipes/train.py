@@ -150,7 +150,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
     )
     code = 0
-    # SIGTERM stops the run at the next step boundary (before training starts: at once, nothing kept)
+    # SIGTERM (and SIGHUP) stop the run at the next step boundary (before training starts: at once, nothing kept)
     with cli.on_sigterm(trainer.request_stop), \
             open_run(trainer.accelerator, args.output_dir, args.run_name, args.resume, flags(args, source),
                      MAY_CHANGE_ON_RESUME) as run:
@@ -183,7 +183,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
             print(f"error: {exc}; {last_good(trainer, checkpoint, args)}. Start a new run with a lower --lr.",
                   file=sys.stderr)
         except (KeyboardInterrupt, Interrupted) as exc:
-            code = cli.EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else cli.EXIT_TERMINATED
+            code = cli.EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else cli.exit_code(exc.signal_name)
             run.close(exc)
             how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else exc.signal_name
             print(f"interrupted ({how}) at step {trainer.global_step}, epoch {trainer.current_epoch}; "
@@ -265,14 +265,15 @@ def _callbacks(args, source, trainer, datamodule, run_dir, extra):
     returns the checkpoint callback."""
     from models import MisclassifiedExamples
     from models.tasks import best_score_modes
-    from trainer import BestScores, EarlyStopping, ModelCheckpoint
+    from trainer import BestScores, EarlyStopping, ModelCheckpoint, ValidationLine
 
     checkpoint = ModelCheckpoint(monitor=args.monitor, mode=args.monitor_mode, log_model=args.log_model,
                                  artifact_name=f"model-{os.path.basename(run_dir)}")
     trainer.callbacks = [checkpoint, EarlyStopping(monitor=args.monitor, mode=args.monitor_mode, patience=args.patience),
                          MisclassifiedExamples(datamodule.sentences["validation"], max_rows=args.max_examples,
                                                pairs=datamodule.pairs["validation"]),
-                         BestScores(best_score_modes(source, args.monitor, args.monitor_mode)), *extra]
+                         BestScores(best_score_modes(source, args.monitor, args.monitor_mode)),
+                         ValidationLine(args.monitor, args.monitor_mode), *extra]
     return checkpoint
 
 

@@ -1,7 +1,7 @@
 """Validate a saved model on a validation set with the training run's metrics and loggers. The flags and the recipe:
 recipes/evaluate.py.
 
-    python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --data-dir ../shared/data/cola
+    python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --data-dir data/cola
     python scripts/evaluate.py --checkpoint runs/<run>/checkpoints/best --train-file t.csv --validation-file v.csv
 
 Takes the data flags of train.py; the class names and their order are the checkpoint's (config id2label). The last

@@ -1,7 +1,7 @@
 """Hyperparameter sweeps with Optuna: every trial is a full train.py run in its own run folder, with its loggers;
 workers on any number of machines share one sweep through the study's storage. The engine: recipes/sweep.py.
 
-    python scripts/sweep.py --name s1 --n-trials 16 --data-dir ../shared/data/cola --max-epochs 3
+    python scripts/sweep.py --name s1 --n-trials 16 --data-dir data/cola --max-epochs 3
     python scripts/sweep.py --name s1 --resume                  # continue a stopped sweep
     python scripts/sweep.py --name s1 --storage postgresql://user@db-host/sweeps ...   # the same on every machine
     python scripts/sweep.py --name s1 --storage postgresql://user@db-host/sweeps --report-only

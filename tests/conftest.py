@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_COLA = Path(os.environ.get("COLA_DIR") or ROOT.parent / "shared" / "data" / "cola")
+SHIPPED_COLA = ROOT / "data" / "cola"  # CoLA as shipped with the project
 sys.path.insert(0, str(ROOT))
 
 SUBJECTS = ["the cat", "a dog", "john", "mary", "the boy", "my sister", "the teacher", "they"]
@@ -229,15 +229,17 @@ needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Deb
 
 
 @contextlib.contextmanager
-def headless_chromium(profile: Path):
-    """A Selenium driver of a headless Chromium with a fresh profile folder, its browser log kept; quit at exit."""
+def headless_chromium(profile: Path, size: tuple[int, int] = (1400, 1000)):
+    """A Selenium driver of a headless Chromium with a fresh profile folder and a window of `size`, its browser log
+    kept; quit at exit."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000"):
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 f"--window-size={size[0]},{size[1]}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -245,3 +247,11 @@ def headless_chromium(profile: Path):
         yield driver
     finally:
         driver.quit()
+
+
+def first_screen_and_width(driver, ids: list[str]) -> tuple[dict, int, int]:
+    """({id: the top of that element, in CSS pixels from the page's top}, the page's scroll width, the window's inner
+    width), read in the browser after the page loaded."""
+    tops = {i: driver.execute_script(f"return document.getElementById({i!r}).getBoundingClientRect().top") for i in ids}
+    return tops, driver.execute_script("return document.documentElement.scrollWidth"), \
+        driver.execute_script("return window.innerWidth")

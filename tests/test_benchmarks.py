@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_COLA, save_tiny_model, tiny_bert
+from conftest import ROOT, SHIPPED_COLA, save_tiny_model, tiny_bert
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -58,14 +58,13 @@ def test_flop_count_matches_the_transformer_formula(tiny_tokenizer):
     assert train_flops(model, [(batch, length)] * 3) == 3 * counted
 
 
-@pytest.mark.skipif(not SHARED_COLA.is_dir(), reason=f"CoLA TSV files not found at {SHARED_COLA}")
 def test_throughput_runs_all_three_pipelines(tmp_path, tiny_tokenizer):
     pytest.importorskip("lightning", reason="the bench extra (pip install -e '.[bench]') is not installed")
     model = save_tiny_model(tmp_path / "model", tiny_tokenizer, max_positions=128)  # the seed pads to 128
     out, cola = tmp_path / "bench.json", tmp_path / "cola"  # the first 256 and 64 rows: the same code, less waiting
     cola.mkdir()
     for name, rows in (("train.tsv", 256), ("dev.tsv", 64)):
-        lines = (SHARED_COLA / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = (SHIPPED_COLA / name).read_text(encoding="utf-8").splitlines(keepends=True)
         (cola / name).write_text("".join(lines[:rows]), encoding="utf-8")
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--data-dir", str(cola),
                              "--steps", "3", "--warmup", "1", "--repeats", "1", "--json", str(out)],

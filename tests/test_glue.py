@@ -2,7 +2,7 @@
 import pytest
 
 from data import DataError, load_cola, read_glue_tsv
-from conftest import SHARED_COLA
+from conftest import SHIPPED_COLA
 
 
 def write(path, data: bytes):
@@ -42,9 +42,8 @@ def test_missing_file_and_folder(tmp_path):
         load_cola(str(tmp_path / "nope"))
 
 
-@pytest.mark.skipif(not SHARED_COLA.is_dir(), reason=f"CoLA TSV files not found at {SHARED_COLA}")
 def test_real_cola_files():
-    splits = load_cola(str(SHARED_COLA))
+    splits = load_cola(str(SHIPPED_COLA))
     assert splits["train"].num_rows == 8551 and splits["validation"].num_rows == 1043
     assert sum(splits["train"]["label"]) == 6023 and sum(splits["validation"]["label"]) == 721  # from its README
     assert splits["validation"][0]["sentence"] == "The sailors rode the breeze clear of the rocks."

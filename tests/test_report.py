@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import headless_chromium, needs_chromium, run_script, tiny_bert
+from selenium.webdriver.common.by import By
 from data import TextClassificationDataModule
 from models import SequenceClassifier, MisclassifiedExamples
 from tracking import CSVLogger
@@ -38,7 +39,7 @@ def runs(tmp_path_factory, tiny_cola, tiny_tokenizer):
 
 
 def images(document):
-    return re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)">', document)
+    return re.findall(r'<img alt="[^"]*"(?: id="[^"]*")? src="data:image/png;base64,([^"]+)">', document)
 
 
 def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
@@ -47,8 +48,8 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     document = open(path, encoding="utf-8").read()
     assert not re.search(r'(src|href)="(https?:)?//', document)  # no CDN, no remote font or script
     pngs = images(document)
-    # training loss, training accuracy, 9 validation metrics, confusion matrix, ROC, precision-recall
-    assert len(pngs) == 14
+    # losses, validation scores, training accuracy; confusion matrix, ROC, precision-recall
+    assert len(pngs) == 6
     for data in pngs:
         with Image.open(io.BytesIO(base64.b64decode(data))) as image:
             assert image.format == "PNG" and image.size[0] > 100
@@ -58,7 +59,8 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     table = re.search(r'<table[^>]*id="examples-run-a".*?</table>', document, re.S).group(0)
     assert table.count("<tr") - 1 == len(examples)  # one header row
     assert f"at step {step}" in document and str(run / "checkpoints" / "best") in document
-    assert "batch_size" in document and "model.name" in document and "tiny-bert" in document
+    settings = re.search(r'<table[^>]*id="hparams-run-a".*?</table>', document, re.S).group(0)
+    assert "batch_size" in settings and "model.name" in settings and "tiny-bert" in settings
     # the headline comes first: the monitored metric's best score, its step and epoch, the checkpoint
     best = pd.read_csv(run / "metrics.csv").dropna(subset=["valid/mcc"])
     best = best[best["step"] == step].iloc[0]
@@ -67,8 +69,11 @@ def test_single_run_report_is_self_contained_and_complete(runs, tmp_path):
     assert headline == (f"Best valid/mcc = {summary['checkpoint/score']:.4f} at step {step}, epoch "
                         f"{int(best['epoch'])}; checkpoint {run / 'checkpoints' / 'best'}.")
     assert "CoLA" not in re.sub(r"<img[^>]*>", "", document)
-    row = re.search(r'<table[^>]*id="best-run-a".*?</table>', document, re.S).group(0)
-    assert f"<td>{step}</td>" in row and f"<td>{int(best['epoch'])}</td>" in row  # integers, not 6.0000
+    scores = re.search(r'<table[^>]*id="scores-run-a".*?</table>', document, re.S).group(0)
+    assert f"best checkpoint (step {step})" in scores
+    assert re.search(rf"<td>valid/mcc</td>\s*<td>{best['valid/mcc']:.4f}</td>", scores)
+    # accuracy and the micro scores are one row (equal at every validation): each curve and score once
+    assert "valid/acc (= " in scores and "<td>valid/precision_micro</td>" not in scores
     labels = set(examples["Label"]) | set(examples["Predicted"])
     assert labels <= {"unacceptable", "acceptable"}  # class names, not 0/1
     per_class = re.search(r'<table[^>]*id="per_class-run-a".*?</table>', document, re.S).group(0)
@@ -79,7 +84,7 @@ def test_several_runs_are_compared(runs, tmp_path):
     document = open(build_report([str(r) for r in runs], str(tmp_path / "c.html")), encoding="utf-8").read()
     compare = re.search(r'<table[^>]*id="compare".*?</table>', document, re.S).group(0)
     assert compare.count("<tr") == 3 and "run-a" in compare and "run-b" in compare
-    assert len(images(document)) == 11 + 2 * 3  # overlaid curves once, then each run's matrix, ROC, PR
+    assert len(images(document)) == 3 + 2 * 3  # overlaid curves once (3 charts), then each run's matrix, ROC, PR
     differ = re.search(r'<table[^>]*id="hparams-diff".*?</table>', document, re.S).group(0)
     rows = re.findall(r"<tr>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", differ, re.S)
     assert rows == [("lr", "0.001", "0.003")]  # the one hyperparameter the two runs do not share
@@ -106,7 +111,7 @@ def test_report_in_headless_chromium(runs, tmp_path):
         assert errors == []
         broken = driver.execute_script(
             "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        assert driver.execute_script("return document.images.length") == 14 and broken == 0
+        assert driver.execute_script("return document.images.length") == 6 and broken == 0
 
         step = __import__("yaml").safe_load((run / "summary.yaml").read_text())["checkpoint/step"]
         examples = pd.read_csv(run / "tables" / f"examples-step{step}.csv")
@@ -126,3 +131,25 @@ def test_report_in_headless_chromium(runs, tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
         with Image.open(tmp_path / "report.png") as shot:
             assert shot.size[0] > 1000
+
+
+@needs_chromium
+@pytest.mark.parametrize("several", [False, True])
+def test_the_answer_is_on_the_first_screen_and_nothing_is_wider_than_the_window(runs, tmp_path, several):
+    """At 1280 x 900: the monitored metric's best value, the scores, the confusion matrix and each class's scores
+    are on the first screen, and the page never scrolls sideways (a comparison too)."""
+    from conftest import first_screen_and_width
+
+    dirs = [str(r) for r in runs] if several else [str(runs[0])]
+    path = build_report(dirs, str(tmp_path / "report.html"))
+    with headless_chromium(tmp_path / "profile", size=(1280, 900)) as driver:
+        driver.get(f"file://{path}")
+        ids = ["headline"] if several else ["headline", "scores-run-a", "confusion-image-run-a", "per_class-run-a"]
+        tops, scroll_width, width = first_screen_and_width(driver, ids)
+        assert scroll_width <= width, (scroll_width, width)
+        assert all(top < 900 for top in tops.values()), tops
+        if not several:
+            bottom = driver.execute_script(
+                "return document.getElementById('confusion-image-run-a').getBoundingClientRect().bottom")
+            assert bottom < 900  # the whole matrix, not only its top
+            assert "valid/mcc" in driver.find_element(By.ID, "headline").text

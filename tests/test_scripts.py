@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SHARED_COLA, run_script, shell_env, write_tsv, tiny_rows
+from conftest import ROOT, SHIPPED_COLA, run_script, shell_env, write_tsv, tiny_rows
 
 SEED_METRICS = {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch", "valid/loss_epoch",
                 "valid/acc", "valid/precision_macro", "valid/recall_macro", "valid/precision_micro",
@@ -153,8 +153,8 @@ def test_unreachable_hub_fails_fast_and_says_what_to_pass(tmp_path):
 
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--task", "cola"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)
     _one_line_error(result, "cannot reach the Hugging Face Hub", "--data-dir")
 
 
@@ -164,9 +164,8 @@ def test_missing_checkpoint_folder(tmp_path):
         _one_line_error(run_script(script, *args, cwd=tmp_path), "does not exist")
 
 
-@pytest.mark.skipif(not SHARED_COLA.is_dir(), reason=f"CoLA TSV files not found at {SHARED_COLA}")
 def test_minilm_trains_a_few_steps_on_the_real_cola_files(tmp_path):
-    result = run_script("train.py", "--model", "minilm", "--data-dir", str(SHARED_COLA), "--max-steps", "3",
+    result = run_script("train.py", "--model", "minilm", "--data-dir", str(SHIPPED_COLA), "--max-steps", "3",
                         "--batch-size", "8", "--limit-val-batches", "2", "--log-every-n-steps", "1",
                         "--run-name", "real", "--no-progress-bar", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -175,7 +174,7 @@ def test_minilm_trains_a_few_steps_on_the_real_cola_files(tmp_path):
     assert frame["train/loss_step"].dropna().between(0.05, 3).all()  # a cross-entropy over 2 classes, not NaN
     assert frame["valid/acc"].dropna().count() == 1
     examples = pd.read_csv(tmp_path / "runs" / "real" / "tables" / "examples-step3.csv")
-    dev = pd.read_csv(SHARED_COLA / "dev.tsv", sep="\t", header=None, quoting=3)[3].tolist()
+    dev = pd.read_csv(SHIPPED_COLA / "dev.tsv", sep="\t", header=None, quoting=3)[3].tolist()
     assert set(examples["Sentence"]) <= set(dev)
 
 

@@ -202,8 +202,12 @@ def test_the_best_command_reproduces_the_best_trial(sweep_run, tmp_path):
 def test_the_report_in_headless_chromium(sweep_run, tmp_path):
     from selenium.webdriver.common.by import By
 
-    with headless_chromium(tmp_path / "profile") as driver:
+    from conftest import first_screen_and_width
+
+    with headless_chromium(tmp_path / "profile", size=(1280, 900)) as driver:
         driver.get(f"file://{sweep_run.dir / 'report.html'}")
+        tops, scroll_width, width = first_screen_and_width(driver, ["headline", "best-command"])
+        assert scroll_width <= width and all(top < 900 for top in tops.values()), (tops, scroll_width, width)
         assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
         broken = driver.execute_script(
             "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")

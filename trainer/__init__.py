@@ -1,6 +1,6 @@
 """A generic training loop on Accelerate with Lightning's hooks (trainer.py, module.py, callbacks.py), its resumable
 checkpoints (checkpoint.py) and the run folder's lifecycle (run_folder.py); it knows no dataset and no model family."""
-from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint, Pruning
+from trainer.callbacks import BestScores, Callback, EarlyStopping, ModelCheckpoint, Pruning, ValidationLine
 from trainer.module import TrainerModule
 from trainer.checkpoint import CheckpointError
 from trainer.trainer import Interrupted, NonFiniteLossError, Trainer
@@ -28,4 +28,4 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 __all__ = ["BestScores", "Callback", "CheckpointError", "EarlyStopping", "Interrupted", "ModelCheckpoint", "Pruning",
-           "TrainerModule", "NonFiniteLossError", "Trainer", "seed_everything"]
+           "TrainerModule", "NonFiniteLossError", "Trainer", "ValidationLine", "seed_everything"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any
 
 
@@ -176,6 +177,42 @@ class BestScores(Callback):
 
     def on_fit_end(self, trainer, module):
         trainer.logger.log_summary(self.summary())
+
+
+class ValidationLine(Callback):
+    """After each validation, one short line on stdout (main process): epoch, step, the monitored metric and its best
+    so far, the losses, and the time since training began. It fits any terminal and reads the same in a log file."""
+
+    def __init__(self, monitor: str, mode: str, losses: tuple[str, ...] = ("valid/loss", "train/loss")) -> None:
+        self.monitor, self.mode, self.losses = monitor, mode, losses
+        self.best: tuple[float, int] | None = None
+        self._start = time.monotonic()
+
+    def on_fit_start(self, trainer, module):
+        self._start = time.monotonic()
+
+    def on_validation_end(self, trainer, module):
+        from tqdm.auto import tqdm
+
+        metrics, step = trainer.callback_metrics, trainer.global_step
+        value = metrics.get(self.monitor)
+        if value is not None and improves(value, None if self.best is None else self.best[0], self.mode):
+            self.best = (value, step)
+        parts = [f"epoch {trainer.current_epoch}, step {step}:"]
+        if value is not None:
+            best = f" (best {self.best[0]:.4f} at step {self.best[1]})" if self.best is not None else ""
+            parts.append(f"{self.monitor} {value:.4f}{best},")
+        parts += [f"{name} {metrics[name]:.4f}," for name in self.losses if name in metrics]
+        seconds = time.monotonic() - self._start
+        parts.append(f"{int(seconds // 60)} min {seconds % 60:02.0f} s" if seconds >= 60 else f"{seconds:.0f} s")
+        if trainer.is_main_process:
+            tqdm.write(" ".join(parts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": list(self.best) if self.best is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = tuple(state["best"]) if state.get("best") is not None else None
 
 
 class Pruning(Callback):

@@ -280,8 +280,11 @@ class Trainer:
         return metrics
 
     def _update_progress(self) -> None:
+        """The bar shows the training step values that asked for it (`prog_bar`), short-named (`loss=0.52`), so the
+        line fits a terminal; how a validation went is a line of its own (callbacks.ValidationLine)."""
         if self._progress is not None:
-            shown = {k: f"{v:.3g}" for k, v in self.callback_metrics.items() if k in self._results.prog_bar}
+            shown = {k.split("/")[-1].removesuffix("_step"): f"{v:.3g}" for k, v in self.callback_metrics.items()
+                     if k in self._results.prog_bar and k.startswith("train/") and k.endswith("_step")}
             self._progress.set_postfix(shown, refresh=False)
 
     # --- the loop ---------------------------------------------------------------------------------------------
