@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure issue #12 asks for, in one run of under 8 minutes on a bare GPU machine (torch, transformers,
-# accelerate and lightning installed; not this project's other dependencies; no network).
+# Every GPU figure issues #12 and #24 ask for, in one run of under 8 minutes on a bare GPU machine (torch,
+# transformers, accelerate and lightning installed; not this project's other dependencies; no network).
 #
 #   bash benchmarks/make_gpu_carry.sh      # here, once: builds .gpu/ (wheels, all-MiniLM-L6-v2 in bf16, CoLA)
 #   bash benchmarks/gpu_check.sh           # there, from the repository root, with .gpu/ carried along
@@ -8,13 +8,15 @@
 #                                          # script on a CPU (limits x4: compiling on a CPU is slow)
 #
 # Steps, most important first; each has its own time limit and a failure skips only that step:
-#   1 graphs5   the default 5-epoch CoLA run with --cuda-graphs on: wall clock and best valid/mcc
-#   2 perstep   benchmarks/throughput.py at batch 32: bare eager loop, this trainer eager (--logger csv), with
+#   1 eager3    the default run (3 epochs of batch 32, eager: --cuda-graphs auto is off), wall clock incl. start-up,
+#               valid/mcc per epoch
+#   2 graphs3   the same with --cuda-graphs on: does capture pay for itself on the default run?
+#   3 perstep   benchmarks/throughput.py at batch 32: bare eager loop, this trainer eager (--logger csv), with
 #               graphs, the Lightning seed pipeline (per-step times, medians of 2 interleaved runs)
-#   3 overhead  benchmarks/host_overhead.py: tiny BERT, this trainer against a bare loop, plus graphs, 2 workers and
-#               the bare loop under deterministic algorithms
-#   4 eager5    the default 5-epoch CoLA run, eager (the defaults), for the valid/mcc and time to compare
-#   5 inductor  throughput.py with --cuda-graphs inductor, if time is left
+#   4 bf16      the default run with --precision bf16 (issue #24: no slower than fp32?)
+#   5 predict   benchmarks/predict_speed.py: 10,000 sentences with predict.py --device cuda, then --device cpu
+#   6 overhead  benchmarks/host_overhead.py: tiny BERT, this trainer against a bare loop, plus graphs
+#   7 inductor  throughput.py with --cuda-graphs inductor, if time is left
 # Results go to $OUT (summary.md, results.json, log.txt, the benchmarks' JSON, the runs' metrics.csv); the summary
 # table is printed last.
 set -u
@@ -35,7 +37,7 @@ exec > >(tee -a "$LOG") 2>&1
 
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export WANDB_MODE=offline MPLCONFIGDIR="$WORK/mpl" TEXT_CLASSIFIER_CACHE="$WORK/cache" BENCH_COUNT_FLOPS=0
-export COLA_DIR="$CARRY/cola" MINILM_DIR="$WORK/minilm"
+export COLA_DIR="$ROOT/data/cola" MINILM_DIR="$WORK/minilm"
 export PYTHONPATH="$WORK/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
@@ -99,29 +101,34 @@ import data, models, trainer  # noqa: F401  this project, from the working tree
 PY
 
 if [[ "$QUICK" == 1 ]]; then
-  RUN5=(--max-steps 3 --limit-val-batches 2); PERSTEP=(--steps 4 --warmup 1 --repeats 1)
-  OVER=(--steps 5 --warmup 2 --repeats 1)
+  RUN3=(--max-steps 3 --limit-val-batches 2); PERSTEP=(--steps 4 --warmup 1 --repeats 1)
+  OVER=(--steps 5 --warmup 2 --repeats 1); SENTENCES=200
 else
   REPEATS=${GPU_CHECK_REPEATS:-2}
-  RUN5=(); PERSTEP=(--steps 120 --warmup 20 --repeats "$REPEATS"); OVER=(--steps 200 --warmup 20 --repeats "$REPEATS")
+  RUN3=(); PERSTEP=(--steps 120 --warmup 20 --repeats "$REPEATS"); OVER=(--steps 200 --warmup 20 --repeats "$REPEATS")
+  SENTENCES=10000
 fi
 PIPELINES=${GPU_CHECK_PIPELINES:-csv,bare_loop,lightning_seed}
-OVER_VARIANTS=${GPU_CHECK_OVER_VARIANTS:-trainer_graphs,trainer_workers2,bare_deterministic}
-# The 5-epoch batch-16 recipe of issue #12's targets (the default until the sweep of issue #14), spelt out
+OVER_VARIANTS=${GPU_CHECK_OVER_VARIANTS:-trainer_graphs,bare_deterministic}
+# The default recipe (3 epochs of batch 32; README "Quality"), as a user runs it
 TRAIN=("$PY" scripts/train.py --model "$MINILM_DIR" --data-dir "$COLA_DIR" --logger csv --no-progress-bar
-       --output-dir "$WORK/runs" --max-epochs 5 --batch-size 16 --lr 5e-5 --head-lr 5e-5 --warmup-ratio 0.1
-       --weight-decay 0.01 "${RUN5[@]}")
+       --output-dir "$WORK/runs" "${RUN3[@]}")
 
-step graphs5 150 "${TRAIN[@]}" --run-name graphs --cuda-graphs on
-step perstep 170 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
+step eager3 90 "${TRAIN[@]}" --run-name eager
+step graphs3 100 "${TRAIN[@]}" --run-name graphs --cuda-graphs on
+step perstep 140 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
   --pipelines "$PIPELINES" --variants graphs --json "$OUT/throughput.json"
-step overhead 110 "$PY" benchmarks/host_overhead.py --data-dir "$COLA_DIR" --tokenizer "$MINILM_DIR" --batch-size 32 \
+step bf16 90 "${TRAIN[@]}" --run-name bf16 --precision bf16
+step predict 70 bash -c "'$PY' benchmarks/predict_speed.py --data-dir '$COLA_DIR' --checkpoint '$WORK/runs/eager/checkpoints/best' \
+  --sentences $SENTENCES --repeats 1 --device cuda > '$OUT/predict_cuda.json' && '$PY' benchmarks/predict_speed.py \
+  --data-dir '$COLA_DIR' --checkpoint '$WORK/runs/eager/checkpoints/best' --sentences $SENTENCES --repeats 1 \
+  --device cpu > '$OUT/predict_cpu.json'"
+step overhead 60 "$PY" benchmarks/host_overhead.py --data-dir "$COLA_DIR" --tokenizer "$MINILM_DIR" --batch-size 32 \
   "${OVER[@]}" --variants "$OVER_VARIANTS" --json "$OUT/host_overhead.json"
-step eager5 160 "${TRAIN[@]}" --run-name eager
-step inductor 120 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
+step inductor 100 "$PY" benchmarks/throughput.py --data-dir "$COLA_DIR" --batch-size 32 "${PERSTEP[@]}" \
   --pipelines graphs_inductor --json "$OUT/throughput_inductor.json"
 
-for run in graphs eager; do
+for run in eager graphs bf16; do
   cp "$WORK/runs/$run/metrics.csv" "$OUT/${run}_metrics.csv" 2>/dev/null
 done
 echo "=== summary ($(( $(date +%s) - START ))s elapsed)"
@@ -163,11 +170,19 @@ try:
     results["torch"] = torch.__version__
 except Exception:
     pass
-for run, step in (("graphs", "graphs5"), ("eager", "eager5")):
+for run, step in (("eager", "eager3"), ("graphs", "graphs3"), ("bf16", "bf16")):
     mcc, curve = best(run)
-    results[f"{run}_5_epochs"] = {"mcc_best": mcc, "mcc_per_epoch": curve, **steps.get(step, {})}
-    rows.append((f"5-epoch CoLA run, {run} ({step})", f"{steps.get(step, {}).get('seconds', '-')} s wall, "
+    results[f"{run}_default_run"] = {"mcc_best": mcc, "mcc_per_epoch": curve, **steps.get(step, {})}
+    rows.append((f"default 3-epoch CoLA run, {run} ({step})", f"{steps.get(step, {}).get('seconds', '-')} s wall, "
                  f"best valid/mcc {mcc if mcc is None else round(mcc, 4)}, per epoch {curve}"))
+for device in ("cuda", "cpu"):
+    try:
+        p = json.load(open(os.path.join(out, f"predict_{device}.json")))
+        results[f"predict_{device}"] = p
+        rows.append((f"predict.py, {p['sentences']} sentences, --device {device}",
+                     f"{p['median_wall_s']} s wall (start-up included), peak {p['peak_rss_mib']} MiB"))
+    except Exception:
+        pass
 tp = load("throughput.json")
 if tp:
     p = tp["pipelines"]

@@ -8,14 +8,12 @@
 #                 as Python 3.12 wheels (the image's python3)
 #   .gpu/minilm/  all-MiniLM-L6-v2: config and tokenizer files, weights rounded to bf16 and xz-compressed (the fp32
 #                 file alone is 87 MiB, over the 64 MiB a transfer may hold); gpu_check.sh restores fp32 tensors
-#   .gpu/cola/    CoLA's train.tsv and dev.tsv
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-/work/main/.venv/bin/python}"
-COLA_SRC="${COLA_SRC:-$ROOT/data/cola}"
 OUT="$ROOT/.gpu"
 rm -rf "$OUT"
-mkdir -p "$OUT/wheels" "$OUT/minilm" "$OUT/cola"
+mkdir -p "$OUT/wheels" "$OUT/minilm"  # CoLA ships with the project (data/cola), so it travels with the tree
 
 DATASETS_VERSION="$("$PY" -c 'import datasets; print(datasets.__version__)')"
 DILL_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("dill"))')"
@@ -41,7 +39,6 @@ save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in t
 PY
 xz -9 -T2 "$OUT/minilm/model.bf16.safetensors"  # .xz: Python's lzma reads it, no zstd needed there
 
-cp "$COLA_SRC/train.tsv" "$COLA_SRC/dev.tsv" "$OUT/cola/"
 
 du -sh "$OUT"
-ls -la "$OUT/wheels" "$OUT/minilm" "$OUT/cola"
+ls -la "$OUT/wheels" "$OUT/minilm"

@@ -28,6 +28,7 @@ def main() -> int:
     p.add_argument("--checkpoint", default=None, help="model folder (default: all-MiniLM-L6-v2 with a new head)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto", help="predict.py's --device (default: auto)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or os.path.join(tmp, "minilm")
@@ -46,13 +47,15 @@ def main() -> int:
         for _ in range(args.repeats):
             start = time.perf_counter()
             done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "predict.py"), "--checkpoint",
-                                   checkpoint, "--input", path, "--batch-size", str(args.batch_size)],
+                                   checkpoint, "--input", path, "--batch-size", str(args.batch_size), "--device",
+                                   args.device],
                                   capture_output=True, text=True, check=True)
             walls.append(time.perf_counter() - start)
             peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # KiB -> MiB, max so far
             lines = done.stdout.splitlines()
             assert len(lines) == len(sentences) and json.loads(lines[-1])["sentence"] == sentences[-1]
-    print(json.dumps({"sentences": args.sentences, "batch_size": args.batch_size, "wall_s": [round(w, 2) for w in walls],
+    print(json.dumps({"sentences": args.sentences, "batch_size": args.batch_size, "device": args.device,
+                      "wall_s": [round(w, 2) for w in walls],
                       "median_wall_s": round(statistics.median(walls), 2),
                       "sentences_per_s": round(args.sentences / statistics.median(walls), 1),
                       "peak_rss_mib": round(max(peaks))}))

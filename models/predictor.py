@@ -7,12 +7,25 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 
+def pick_device(device: str = "auto") -> str:
+    """"cuda" when asked for it or, with "auto", when a CUDA GPU is there; else "cpu". Asking for a GPU that is not
+    there is a ValueError whose message says so."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); pass "
+                         "--device cpu, or auto")
+    return device
+
+
 class Predictor:
-    def __init__(self, checkpoint: str, max_length: int = 128) -> None:
+    def __init__(self, checkpoint: str, max_length: int = 128, device: str = "cpu") -> None:
+        """`device`: where the model runs ("cpu", "cuda", "cuda:1"; see `pick_device`)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
+        self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval().to(self.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.max_length = max_length
         self._collate = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
@@ -27,7 +40,7 @@ class Predictor:
         probs: list[list[float]] = [[] for _ in features]
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = self._collate([features[i] for i in chunk])
+            batch = self._collate([features[i] for i in chunk]).to(self.device)
             for i, row in zip(chunk, self.model(**batch).logits.float().softmax(-1).tolist()):
                 probs[i] = row
         return probs

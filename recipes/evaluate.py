@@ -22,6 +22,8 @@ def build_parser() -> cli.Parser:
     p.add_argument("--limit-val-batches", type=cli.positive_int, default=None,
                    help="use only the first N validation batches")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32", help="(default: %(default)s)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the model runs (default: auto, a CUDA GPU when there is one)")
     p.add_argument("--output-dir", default="runs", help="where run folders go (default: %(default)s)")
     p.add_argument("--run-name", default=None, help="run folder name (default: evaluate-<timestamp>)")
     add_logger_args(p)
@@ -50,7 +52,14 @@ def evaluate(args) -> int:
     source = source_from_args(args, labels=checkpoint_labels(args.checkpoint, keep_defaults=alone), needs_train=False,
                               labels_from="the checkpoint's classes")
     source.load()
-    trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False)
+    from models.predictor import pick_device
+
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    trainer = Trainer(limit_val_batches=args.limit_val_batches, precision=args.precision, enable_progress_bar=False,
+                      cpu=device == "cpu")
     with open_run(trainer.accelerator, args.output_dir, args.run_name, prefix="evaluate-") as run:
         if trainer.is_main_process:
             print(f"run folder: {os.path.abspath(run.path)}", flush=True)

@@ -32,6 +32,8 @@ def build_parser() -> cli.Parser:
                         "%(default)s)")
     p.add_argument("--decimals", type=cli.non_negative_int, default=4, help="rounding of the scores (default: "
                    "%(default)s)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where the model runs (default: auto, a CUDA GPU when there is one)")
     p.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to classify (or use --input)")
     return p
 
@@ -63,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.input not in (None, "-") and not os.path.isfile(args.input):
         raise cli.UsageError(f"--input {args.input}: no such file; pass a text file with one sentence per line")
     from models.loading import load_predictor
+    from models.predictor import pick_device
 
-    predictor = load_predictor(args.checkpoint)
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    predictor = load_predictor(args.checkpoint, device=device)
     try:
         replaced = write_predictions(predictor, args)
     except BrokenPipeError:  # the reader went away (`| head`): not an error

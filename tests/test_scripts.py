@@ -233,3 +233,29 @@ def test_compile_trains_the_same_steps_as_eager(train_run, tiny_cola, model_dir,
         losses[name] = pd.read_csv(tmp_path / "runs" / name / "metrics.csv")["train/loss_step"].dropna().tolist()
     assert len(losses["eager"]) == 4
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+
+
+def test_predict_and_evaluate_run_where_the_device_flag_says(train_run, tiny_cola, tmp_path, monkeypatch):
+    """--device auto picks a CUDA GPU when there is one (here: none, so the CPU); asking for a GPU that is not there
+    is one line, before anything is loaded or written."""
+    import torch
+
+    from models.predictor import pick_device
+
+    _, run = train_run
+    best = str(run / "checkpoints" / "best")
+    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1" and pick_device("cpu") == "cpu"
+    monkeypatch.undo()
+    if torch.cuda.is_available():
+        return
+    auto = run_script("predict.py", "--checkpoint", best, "--device", "auto", "The cat saw him.", cwd=tmp_path)
+    cpu = run_script("predict.py", "--checkpoint", best, "--device", "cpu", "The cat saw him.", cwd=tmp_path)
+    assert auto.returncode == cpu.returncode == 0 and auto.stdout == cpu.stdout
+    _one_line_error(run_script("predict.py", "--checkpoint", best, "--device", "cuda", "x.", cwd=tmp_path),
+                    "--device cuda: no CUDA GPU is visible here")
+    _one_line_error(run_script("evaluate.py", "--checkpoint", best, "--data-dir", str(tiny_cola), "--device", "cuda",
+                               "--output-dir", str(tmp_path / "out"), cwd=tmp_path),
+                    "--device cuda: no CUDA GPU is visible here")
+    assert not (tmp_path / "out").exists()
