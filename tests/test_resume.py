@@ -101,14 +101,21 @@ def train_command(model_dir, tiny_cola, out, *extra):
             "--no-progress-bar", "--logger", "csv,wandb", "--wandb-mode", "offline", *extra]
 
 
-def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, tiny_cola, tiny_tokenizer):
-    model_dir = tmp_path / "model"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_cola, tiny_tokenizer):
+    """(a tiny model folder, the environment, the folder of a run of `train_command` that nobody interrupted)."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    model_dir = work / "model"
     tiny_bert(tiny_tokenizer).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-    full = run_script("train.py", *train_command(model_dir, tiny_cola, tmp_path / "full")[2:], cwd=tmp_path, env=env)
+    full = run_script("train.py", *train_command(model_dir, tiny_cola, work / "full")[2:], cwd=work, env=env)
     assert full.returncode == 0, full.stderr[-3000:]
+    return model_dir, env, work / "full" / "run"
+
+
+def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, tiny_cola, uninterrupted):
+    model_dir, env, full_run = uninterrupted
 
     victim = subprocess.Popen(train_command(model_dir, tiny_cola, tmp_path / "cut"), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -128,8 +135,8 @@ def test_kill_9_then_resume_auto_finishes_like_an_uninterrupted_run(tmp_path, ti
     assert "resuming from" in resumed.stdout
 
     for name in ("checkpoints/last/model.safetensors", "checkpoints/best/model.safetensors"):
-        assert (tmp_path / "full" / "run" / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes(), name
-    a = pd.read_csv(tmp_path / "full" / "run" / "metrics.csv")
+        assert (full_run / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes(), name
+    a = pd.read_csv(full_run / "metrics.csv")
     b = pd.read_csv(tmp_path / "cut" / "run" / "metrics.csv")
     assert len(a) == len(b), f"killed at step {killed_at}; the resumed run said: {resumed.stderr[-3000:]}"
     pd.testing.assert_frame_equal(a, b, check_exact=True)  # no duplicated and no missing rows
@@ -162,18 +169,13 @@ def test_a_kill_between_the_two_renames_leaves_the_previous_checkpoint_usable(tm
     assert load_state(f"{last}.old")["global_step"] == 2
 
 
-def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(tmp_path, tiny_cola, tiny_tokenizer):
+def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(tmp_path, tiny_cola, uninterrupted):
     """A preempted job (SIGTERM, as Slurm, Kubernetes and spot instances send): the run stops at the next step,
     writes a resumable checkpoint of that step, finalizes its trackers, records `interrupted` with the step, says in
     one line how to resume, and exits 143. Resumed, it ends exactly as an uninterrupted run."""
     import yaml
 
-    model_dir = tmp_path / "model"
-    tiny_bert(tiny_tokenizer).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    full = run_script("train.py", *train_command(model_dir, tiny_cola, tmp_path / "full")[2:], cwd=tmp_path, env=env)
-    assert full.returncode == 0, full.stderr[-3000:]
+    model_dir, env, full_run = uninterrupted
 
     # checkpoints every 7 steps: the SIGTERM checkpoint is its own, not a periodic one
     command = [*train_command(model_dir, tiny_cola, tmp_path / "cut"), "--save-every-n-steps", "7"]
@@ -195,8 +197,8 @@ def test_sigterm_checkpoints_at_the_next_step_exits_143_and_resumes_exactly(tmp_
 
     resumed = run_script("train.py", *command[2:], "--resume", "auto", cwd=tmp_path, env=env)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-3000:]
-    a = pd.read_csv(tmp_path / "full" / "run" / "metrics.csv")
+    a = pd.read_csv(full_run / "metrics.csv")
     b = pd.read_csv(tmp_path / "cut" / "run" / "metrics.csv")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     name = "checkpoints/best/model.safetensors"
-    assert (tmp_path / "full" / "run" / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes()
+    assert (full_run / name).read_bytes() == (tmp_path / "cut" / "run" / name).read_bytes()
