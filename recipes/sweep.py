@@ -71,7 +71,7 @@ def build_parser() -> cli.Parser:
                    help="default: --monitor-mode for the monitored metric, else min for a loss and max otherwise")
     p.add_argument("--sampler", choices=["tpe", "random"], default=None, help="(default: tpe)")
     p.add_argument("--sampler-seed", type=cli.seed, default=None,
-                   help="seed of the sampler; each worker adds the number of trials already in the study (default: 0)")
+                   help="seed of the sampler; each worker adds the number of its first trial (default: 0)")
     p.add_argument("--pruner", choices=["median", "none"], default=None,
                    help="stop trials whose metric is worse than the median of earlier trials at the same epoch "
                         "(default: median)")
@@ -255,6 +255,26 @@ class _TrialRecord:
         self.exception = exception
 
 
+class _SeededAtFirstTrial:
+    """The worker's sampler, seeded with the sweep's seed plus the number of the worker's first trial. The storage
+    hands out trial numbers one at a time, so workers that start together (and see the same number of trials) never
+    draw the same points; a lone worker, new or resumed, draws what it always did (its first trial's number is the
+    number of trials already in the study)."""
+
+    def __init__(self, make) -> None:
+        self.make, self.sampler = make, None
+
+    def before_trial(self, study, trial) -> None:
+        if self.sampler is None:
+            self.sampler = self.make(trial.number)
+        self.sampler.before_trial(study, trial)
+
+    def __getattr__(self, name):  # infer_relative_search_space, sample_relative, sample_independent, after_trial
+        if name == "sampler":
+            raise AttributeError(name)
+        return getattr(self.sampler if self.sampler is not None else self.make(0), name)
+
+
 class _Stop(Exception):
     """The worker stops: Ctrl-C or SIGTERM ended its trial (queued again), or its budget is spent."""
 
@@ -275,9 +295,8 @@ class Worker:
         import optuna
 
         s = self.settings
-        seed = s["sampler_seed"] + len(self.study.trials)  # a new worker does not draw the first one's points again
-        sampler = optuna.samplers.TPESampler(seed=seed) if s["sampler"] == "tpe" else \
-            optuna.samplers.RandomSampler(seed=seed)
+        kind = optuna.samplers.TPESampler if s["sampler"] == "tpe" else optuna.samplers.RandomSampler
+        sampler = _SeededAtFirstTrial(lambda number: kind(seed=s["sampler_seed"] + number))
         pruner = optuna.pruners.MedianPruner(n_startup_trials=s["pruner_startup_trials"],
                                              n_warmup_steps=s["pruner_warmup_epochs"]) \
             if s["pruner"] == "median" else optuna.pruners.NopPruner()

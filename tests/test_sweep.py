@@ -341,6 +341,33 @@ def _worker(argv, output_dir, cwd):
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_workers_that_start_together_draw_different_points_and_a_lone_worker_draws_as_before(tmp_path, kind):
+    """Two workers that join an empty study at once see the same number of trials; seeded by their first trial's
+    number (handed out by the storage) they still draw different points. A lone worker draws exactly what a plain
+    Optuna sampler with the sweep's seed draws."""
+    from recipes.sweep import _SeededAtFirstTrial
+
+    make = optuna.samplers.TPESampler if kind == "tpe" else optuna.samplers.RandomSampler
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    a, b = (optuna.load_study(study_name="s", storage=storage,
+                              sampler=_SeededAtFirstTrial(lambda number: make(seed=7 + number))) for _ in "ab")
+    drawn = []
+    for _ in range(3):
+        for study in (a, b):
+            trial = study.ask()
+            drawn.append(trial.suggest_float("lr", 1e-4, 1e-2, log=True))
+            study.tell(trial, 0.5)
+    assert len(set(drawn)) == 6
+
+    alone = optuna.create_study(sampler=_SeededAtFirstTrial(lambda number: make(seed=7 + number)))
+    plain = optuna.create_study(sampler=make(seed=7))
+    for study in (alone, plain):
+        study.optimize(lambda trial: trial.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=4)
+    assert [t.params for t in alone.trials] == [t.params for t in plain.trials]
+
+
 def test_two_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_run_again(tmp_path, tiny_cola, model_dir,
                                                                                       postgres_db):
     """Two sweep.py processes with separate output folders (two machines) on one study in PostgreSQL: both run
