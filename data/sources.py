@@ -19,7 +19,6 @@ from data.hub import require_hub
 from data.labels import label_ids, label_text, warn_look_alikes, warn_mixed_types
 from tracking.files import first_line
 
-SPLITS = ("train", "validation")
 TEXT_COLUMNS = ("text", "sentence")  # the default --text-column: the first of these the data has
 
 
