@@ -49,7 +49,10 @@ def main() -> int:
             done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "predict.py"), "--checkpoint",
                                    checkpoint, "--input", path, "--batch-size", str(args.batch_size), "--device",
                                    args.device],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True)
+            if done.returncode:
+                print(f"predict.py exited {done.returncode}: {done.stderr.strip()[-2000:]}", file=sys.stderr)
+                return done.returncode
             walls.append(time.perf_counter() - start)
             peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # KiB -> MiB, max so far
             lines = done.stdout.splitlines()
