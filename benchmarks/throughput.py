@@ -10,7 +10,7 @@ Same model (all-MiniLM-L6-v2), data (CoLA train), batch size and number of optim
 Each pipeline runs in a fresh process, `--repeats` times, interleaved; medians are reported. Throughput counts the
 steps after the first `--warmup` ones; time to first step runs from the process start to the end of the first
 optimizer step (imports, model and data loading included). `--variants` adds runs of this trainer with other
-settings (bf16, compile, workers2, dropout01, nolog, csv, graphs, graphs_inductor, eager_pad16). On a GPU every
+settings (bf16, compile, workers2, dropout01, nolog, csv, graphs, csv_bf16, graphs_bf16, eager_pad16). On a GPU every
 pipeline trains there; the "ours" variants take `--logger csv` where W&B is not installed. The same run measures a large matrix product, the CPU's
 practical peak, to say how close the training steps get to it.
 """
@@ -41,7 +41,8 @@ VARIANTS = {  # name -> extra scripts/train.py arguments
     "csv": ["--logger", "csv"],
     "wandb": ["--logger", "wandb"],
     "graphs": ["--logger", "csv", "--cuda-graphs", "on"],
-    "graphs_inductor": ["--logger", "csv", "--cuda-graphs", "inductor"],
+    "csv_bf16": ["--logger", "csv", "--precision", "bf16"],
+    "graphs_bf16": ["--logger", "csv", "--cuda-graphs", "on", "--precision", "bf16"],
     "eager_pad16": ["--logger", "csv", "--pad-to-multiple-of", "16"],
 }
 

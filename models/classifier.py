@@ -117,61 +117,7 @@ class SequenceClassifier(TrainerModule):
         self._set_problem_type()
         self.model.compile(dynamic=True)
 
-    def use_step_graphs(self, batch_size: int, backend="cudagraphs", lengths=()) -> None:
-        """Run the training forward and backward of every full batch (`batch_size` rows) through `torch.compile` with
-        static shapes: one compilation per padded length (pad training batches to a few lengths, see the data
-        module's `pad_to_multiple_of`). `backend`: "cudagraphs" captures torch's own kernels as CUDA graphs (seconds
-        to compile a shape), "inductor" is `mode="reduce-overhead"` (fused Triton kernels in CUDA graphs, much longer
-        to compile); any other `torch.compile` backend is used as it is (tests count compilations with one). On a
-        CPU there is no graph to capture and the compiled code runs as it is.
-
-        Only the training forward is compiled: validation, and the one short batch an epoch ends with, stay eager.
-        The compiled model is kept out of the module's registry, so parameter names and checkpoints do not change.
-        `lengths`: the padded lengths training will meet (the data module's `train_shapes()`); each is compiled and
-        captured when training starts (`on_fit_start`), so no step in the middle of an epoch waits for a compiler."""
-        import torch._dynamo
-
-        for name in ("recompile_limit", "cache_size_limit"):  # one entry per padded length; 8 by default
-            if hasattr(torch._dynamo.config, name):
-                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 32))
-        self._set_problem_type()
-        if backend == "inductor":
-            compiled = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
-        else:
-            compiled = torch.compile(self.model, backend=backend, dynamic=False)
-        self.__dict__["_graph_model"], self.__dict__["_graph_batch_size"] = compiled, batch_size
-        self.__dict__["_graph_lengths"] = sorted(lengths)
-
-    def on_fit_start(self) -> None:
-        """Compile and capture the graph of every padded length before the first step (see `use_step_graphs`): a
-        forward and backward of a dummy batch, three times (warm-up, capture, replay), then the gradients are
-        dropped. No optimizer step: the weights do not change."""
-        if self.__dict__.get("_graph_model") is None:
-            return
-        was_training, device = self.training, next(self.model.parameters()).device
-        self.train()
-        batch = self.__dict__["_graph_batch_size"]
-        with self.trainer.accelerator.autocast():  # as the training steps run, so the same graphs serve them
-            for length in self.__dict__["_graph_lengths"]:
-                ids = torch.full((batch, length), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=device)
-                for _ in range(3):
-                    self(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids),
-                         labels=torch.zeros(batch, dtype=torch.long, device=device)).loss.backward()
-                    # The gradients live in the backward graph's memory, which its next replay overwrites: drop them
-                    # before it, as the optimizer's zero_grad does between training steps (never accumulate)
-                    self.model.zero_grad(set_to_none=True)
-        self.train(was_training)
-
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        graph = self.__dict__.get("_graph_model")
-        if graph is not None and self.training and torch.is_grad_enabled() and \
-                input_ids.shape[0] == self.__dict__["_graph_batch_size"]:
-            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
-            out = graph(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        labels=labels)
-            # A graph's outputs live in its memory pool and the next replay overwrites them: the loop keeps copies
-            # (logged values, the NaN guard, epoch outputs). The copies are in the autograd graph like the originals.
-            return type(out)(loss=out.loss.clone(), logits=out.logits.clone())
         return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                           labels=labels)
 

@@ -27,10 +27,6 @@ MAY_CHANGE_ON_RESUME = frozenset({
 # What a run records in hparams.yaml besides its flags (sweep.py adds "sweep"); --config skips them.
 HPARAM_EXTRAS = ("optimizer", "lr_schedule", "git_commit", "data", "official_metrics", "num_processes",
                  "global_batch_size", "versions", "sweep")
-# Whether --cuda-graphs auto turns graphs on with one GPU (see `step_graphs`): not now. Measured on an H200 (issue
-# #24, BENCHMARKS.md): the default 3-epoch run took 44.5 s with graphs and 40.8 s eager, capturing the three lengths
-# cost about 13 s, and a step took 10.9 ms with graphs against 10.7 ms eager.
-GRAPHS_BY_DEFAULT_ON_CUDA = False
 
 
 def build_parser(prog: str = "train.py") -> cli.Parser:
@@ -70,16 +66,16 @@ def build_parser(prog: str = "train.py") -> cli.Parser:
                    help="32, or mixed precision bf16/16 through Accelerate (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer (dynamic shapes); the first steps wait for compilation")
-    p.add_argument("--cuda-graphs", choices=["auto", "on", "off", "inductor"], default="auto",
-                   help="replay each training step's forward and backward as CUDA graphs, one per padded length: 'on' "
-                        "captures torch's kernels, 'inductor' compiles fused kernels first (torch.compile mode "
-                        "reduce-overhead); auto: off, since on an H200 the default run took 44.5 s with graphs and "
-                        "40.8 s without (default: %(default)s; BENCHMARKS.md)")
+    p.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+                   help="'on': capture each training step whole (forward, backward, clipping, AdamW) as a CUDA graph "
+                        "per padded length and replay it; auto: on with one GPU once a run has enough steps to pay "
+                        "for the capture, a number not yet measured for whole-step graphs, so off for now (default: "
+                        "%(default)s; BENCHMARKS.md)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms on a GPU too (always on the CPU, where they cost nothing; on a GPU "
                         "they slow steps down: BENCHMARKS.md)")
     p.add_argument("--pad-to-multiple-of", type=cli.positive_int, default=None,
-                   help="pad training batches to a multiple of N tokens (default: 16 with --cuda-graphs, else to the "
+                   help="pad training batches to a multiple of N tokens (default: 16 with --cuda-graphs on, else to the "
                         "longest sentence)")
     p.add_argument("--num-workers", type=cli.non_negative_int, default=None,
                    help="DataLoader worker processes (default: 0; batches are pinned for a GPU)")
@@ -150,6 +146,7 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
         log_every_n_steps=args.log_every_n_steps, accumulate_grad_batches=args.accumulate_grad_batches,
         gradient_clip_val=1.0, precision=args.precision,
         enable_progress_bar=not args.no_progress_bar, save_every_n_steps=args.save_every_n_steps,
+        step_graphs=graphs,
     )
     code = 0
     # SIGTERM (and SIGHUP) stop the run at the next step boundary (before training starts: at once, nothing kept)
@@ -204,6 +201,8 @@ def fit(args, argv: list[str] | None = None, callbacks=()) -> int:
     if run.logger_hung:
         cli.exit_hard_after_output()
     if code == 0 and trainer.is_main_process:
+        if trainer.graphs is not None:
+            print(trainer.graphs.summary())
         if checkpoint.best_model_path:
             print(f"best checkpoint: {os.path.abspath(checkpoint.best_model_path)} "
                   f"({args.monitor}={checkpoint.best_score:.4f} at step {checkpoint.best_step})")
@@ -240,7 +239,7 @@ def _prepare(args, source, graphs, resume_from, trainer):
     tokenizer = load_tokenizer(args.model)
     datamodule = TextClassificationDataModule(tokenizer, source=source, batch_size=args.batch_size, seed=args.seed,
                                               num_workers=args.num_workers,
-                                              pad_to_multiple_of=args.pad_to_multiple_of or (16 if graphs else None))
+                                              pad_to_multiple_of=args.pad_to_multiple_of or graph_padding(graphs))
     datamodule.setup()
     # before the new head's weights are drawn:
     seed_everything(args.seed, deterministic=args.deterministic or not torch.cuda.is_available())
@@ -257,8 +256,6 @@ def _prepare(args, source, graphs, resume_from, trainer):
             raise cli.UsageError(f"cannot resume: {exc}") from None
     if args.compile:
         model.compile_model()
-    if graphs:
-        model.use_step_graphs(args.batch_size, backend=graphs, lengths=datamodule.train_shapes())
     return model, datamodule
 
 
@@ -299,21 +296,39 @@ def refuse_unsupported_launch() -> None:
                                  "`accelerate config` (DDP), or unset the variable")
 
 
+def graph_padding(graphs: str | None) -> int | None:
+    """Training batches padded to multiples of 16 tokens where steps may be captured (a few shapes, each replayed
+    often); else to the longest sentence."""
+    from trainer import step_graph
+
+    return 16 if graphs == "cuda" or graphs == "auto" and step_graph.BREAK_EVEN_STEPS is not None else None
+
+
 def step_graphs(args) -> str | None:
-    """The `use_step_graphs` backend --cuda-graphs asks for, or None for eager steps."""
+    """What the Trainer's `step_graphs` gets from --cuda-graphs: "cuda" (on), "auto" (with a GPU: the trainer decides
+    by the number of steps, `trainer.step_graph.BREAK_EVEN_STEPS`) or None (eager steps). `on` where graphs cannot
+    work is refused before anything is written."""
     import torch
 
     mode = args.cuda_graphs
-    if mode == "auto":
-        mode = "on" if GRAPHS_BY_DEFAULT_ON_CUDA and torch.cuda.is_available() and not args.compile \
-            and args.accumulate_grad_batches == 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1 else "off"
-    if mode == "off":
+    if mode == "off" or not torch.cuda.is_available() and mode == "auto":
         return None
+    if mode == "auto":
+        return None if args.compile or args.accumulate_grad_batches > 1 or args.precision == "16" or \
+            int(os.environ.get("WORLD_SIZE", "1")) > 1 else "auto"
+    if not torch.cuda.is_available():
+        raise cli.UsageError("--cuda-graphs on needs a CUDA GPU, and none is visible; leave the flag out on a CPU")
     if args.compile:
-        raise cli.UsageError(f"--cuda-graphs {mode} compiles the training step itself; leave out --compile")
+        raise cli.UsageError("--cuda-graphs on captures the eager training step; leave out --compile")
     if args.accumulate_grad_batches > 1:  # a replay would overwrite gradients that are still being accumulated
-        raise cli.UsageError(f"--cuda-graphs {mode} needs --accumulate-grad-batches 1")
-    return "inductor" if mode == "inductor" else "cudagraphs"
+        raise cli.UsageError("--cuda-graphs on needs --accumulate-grad-batches 1")
+    if args.precision == "16":
+        raise cli.UsageError("--cuda-graphs on does not run with --precision 16 (loss scaling skips steps on the "
+                             "host); use --precision bf16 or 32")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise cli.UsageError("--cuda-graphs on runs in one process only (not verified with several GPUs); launch one "
+                             "process or leave the flag out")
+    return "cuda"
 
 
 def last_good(trainer, checkpoint, args) -> str:

@@ -1,7 +1,8 @@
 """What `self.log` collected: step values of the current batch and running epoch sums, kept on the device.
 
 Nothing here calls `.item()` while a batch is processed; values become Python floats only when the trainer writes
-a row (every `log_every_n_steps` and at epoch end).
+a row (every `log_every_n_steps` and at epoch end). An epoch sum, once made, is the same tensor for the whole run:
+it is added to and reset in place, so a training step replayed as a graph (`trainer/step_graph.py`) adds to it.
 """
 from __future__ import annotations
 
@@ -64,15 +65,18 @@ class Results:
                 size = batch_size if batch_size is not None else (infer_batch_size(self.batch) or 1)
                 entry = self.epoch.setdefault(epoch_name, _EpochValue())
                 value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-                entry.total = entry.total + value.float() * size
+                if isinstance(entry.total, torch.Tensor) and entry.total.device == value.device:
+                    entry.total.add_(value.float() * size)
+                else:
+                    entry.total = value.float() * size + entry.total
                 entry.count += size
             if prog_bar:
                 self.prog_bar.add(epoch_name)
 
     def state_dict(self) -> dict:
         """Running epoch sums (tensors). Taken between training batches, where no torchmetrics Metric is pending."""
-        return {"epoch": {name: [torch.as_tensor(e.total), e.count] for name, e in self.epoch.items()
-                          if not hasattr(e.total, "compute")},
+        return {"epoch": {name: [torch.as_tensor(e.total).clone(), e.count] for name, e in self.epoch.items()
+                          if e.count and not hasattr(e.total, "compute")},
                 "prog_bar": sorted(self.prog_bar)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -85,15 +89,22 @@ class Results:
         return values
 
     def pop_epoch(self, reduce_sum) -> dict[str, float]:
-        """Epoch values, summed across processes by `reduce_sum` first; Metrics are computed, then reset."""
+        """Epoch values, summed across processes by `reduce_sum` first; Metrics are computed, then reset and dropped.
+        Sums are zeroed in place and kept (a replayed step graph adds to them); one nothing was added to since is
+        not an epoch value."""
         values = {}
-        for name, entry in self.epoch.items():
+        for name, entry in list(self.epoch.items()):
             if hasattr(entry.total, "compute"):
                 values[name] = float(entry.total.compute())
                 entry.total.reset()
-            else:
+                del self.epoch[name]
+            elif entry.count:
                 total = reduce_sum(torch.as_tensor(entry.total, dtype=torch.float64).reshape(1))
                 count = reduce_sum(torch.tensor([float(entry.count)], dtype=torch.float64, device=total.device))
                 values[name] = float(total / count)
-        self.epoch.clear()
+                if isinstance(entry.total, torch.Tensor):
+                    entry.total.zero_()
+                else:
+                    entry.total = 0.0
+                entry.count = 0
         return values

@@ -60,6 +60,7 @@ from trainer.checkpoint import (STATE_FILE, WEIGHTS_FILE, CheckpointError, check
 from tracking.files import first_line
 from trainer.module import TrainerModule
 from trainer.results import Results
+from trainer.step_graph import BACKENDS, StepGraphs, resolve
 
 _STEP_METHODS = ("training_step", "validation_step", "test_step")
 _PRECISION = {"32": "no", "32-true": "no", "bf16": "bf16", "bf16-mixed": "bf16", "16": "fp16", "16-mixed": "fp16"}
@@ -145,16 +146,22 @@ class Trainer:
         enable_progress_bar: bool = True,
         save_every_n_steps: int | None = None,
         cpu: bool = False,
+        step_graphs: str | None = None,
     ) -> None:
         """`save_every_n_steps` writes a resumable checkpoint to `<default_root_dir>/checkpoints/last` every that
-        many optimizer steps; `fit(..., ckpt_path=...)` continues from one."""
+        many optimizer steps; `fit(..., ckpt_path=...)` continues from one. `step_graphs`: "cuda" captures each
+        training step whole as a CUDA graph per batch shape and replays it ("trace": the same on any device, with
+        make_fx; "auto": "cuda" for runs long enough to pay for the capture; see `trainer/step_graph.py`); None:
+        eager steps."""
         from accelerate import Accelerator
-        from accelerate.utils import DataLoaderConfiguration
+        from accelerate.utils import AutocastKwargs, DataLoaderConfiguration
 
         from tracking import NoOpLogger
 
         if precision not in _PRECISION:
             raise ValueError(f"precision must be one of {', '.join(_PRECISION)}, got {precision!r}")
+        if step_graphs is not None and step_graphs not in (*BACKENDS, "auto"):
+            raise ValueError(f"step_graphs must be one of {', '.join(BACKENDS)}, auto or None, got {step_graphs!r}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             cpu = True  # torchrun on CPUs: Accelerate only sets up gloo processes when told to use the CPU
         if not torch.distributed.is_initialized():
@@ -168,6 +175,8 @@ class Trainer:
         self.accelerator = Accelerator(  # non_blocking: batches from pinned memory go to the GPU without a wait
             gradient_accumulation_steps=accumulate_grad_batches, mixed_precision=_PRECISION[precision], cpu=cpu,
             dataloader_config=DataLoaderConfiguration(non_blocking=True),
+            # autocast's cache of cast weights would be kept from one graph replay to the next: off with graphs
+            kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if step_graphs else None,
         )
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.limit_train_batches, self.limit_val_batches = limit_train_batches, limit_val_batches
@@ -179,6 +188,8 @@ class Trainer:
         self.default_root_dir = default_root_dir
         self.enable_progress_bar = enable_progress_bar and self.accelerator.is_main_process
         self.save_every_n_steps = save_every_n_steps
+        self.step_graphs = step_graphs
+        self.graphs: StepGraphs | None = None  # made by fit when step_graphs is set
 
         self.global_step = 0
         self.current_epoch = 0
@@ -298,6 +309,9 @@ class Trainer:
         self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
         if ckpt_path is not None:
             self._load_state(ckpt_path)
+        backend = resolve(self.step_graphs, self)
+        if backend and self.graphs is None:  # after the state is loaded: graphs hold its tensors
+            self.graphs = StepGraphs(self, backend)
         self._fit_started = True
         try:
             self._call("on_fit_start")
@@ -332,6 +346,8 @@ class Trainer:
         skip, outputs = (resume["batches_done"], resume["outputs"]) if resume else (0, [])
         if not resume:
             self._call("on_train_epoch_start")
+        if self.graphs is not None:
+            self.graphs.new_epoch()
         if self.enable_progress_bar:
             self._progress = tqdm(total=len(loader), initial=skip, desc=f"Epoch {self.current_epoch}",
                                   dynamic_ncols=True)
@@ -343,16 +359,21 @@ class Trainer:
             done, step_before = batch_idx + 1, self.global_step
             self._results.batch = batch
             self._call("on_train_batch_start", batch, batch_idx)
-            with self.accelerator.accumulate(self._model):
-                out = self._call("training_step", batch, batch_idx)
+            out = self.graphs.run(batch, batch_idx) if self.graphs is not None else None
+            if out is not None:  # the whole step replayed: its results are in tensors the next replay rewrites
                 loss = out["loss"] if isinstance(out, dict) else out
-                self._watch_loss(loss)
-                self.accelerator.backward(loss)
-                if self.accelerator.sync_gradients:
-                    self._optimizer_step()
+                self._after_step()
+            else:
+                with self.accelerator.accumulate(self._model):
+                    out = self._call("training_step", batch, batch_idx)
+                    loss = out["loss"] if isinstance(out, dict) else out
+                    self._watch_loss(loss)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        self._optimizer_step()
             if keep:
-                outputs.append({k: v.detach() for k, v in out.items()} if isinstance(out, dict) else
-                               {"loss": loss.detach()})
+                outputs.append({k: v.detach().clone() for k, v in out.items()} if isinstance(out, dict) else
+                               {"loss": loss.detach().clone()})
             self._call("on_train_batch_end", out, batch, batch_idx)
             if done % self.log_every_n_steps == 0:
                 self._advance_progress(done)
@@ -384,15 +405,17 @@ class Trainer:
             self._progress.close()
             self._progress = None
 
-    def _watch_loss(self, loss: torch.Tensor) -> None:
+    def _watch_loss(self, loss: torch.Tensor, step: torch.Tensor | None = None) -> None:
         """Remember, on the device, the first step whose loss was not finite; `_check_loss` reads it back only when
-        a row is written, so the hot path has no host sync."""
+        a row is written, so the hot path has no host sync. `step`: the step number as a device tensor (a step
+        graph's); by default a fill of the next step's number."""
         bad = ~torch.isfinite(loss.detach().float())
-        step = torch.full((), float(self.global_step + 1), device=loss.device)  # a fill, not a host-to-device copy
+        if step is None:
+            step = torch.full((), float(self.global_step + 1), device=loss.device)  # a fill, not a host copy
         if self._bad_loss is None:
             self._bad_loss = torch.full((2,), -1.0, device=loss.device)
-        first = self._bad_loss[0] < 0
-        self._bad_loss = torch.where(first & bad, torch.stack([step, loss.detach().float()]), self._bad_loss)
+        first = self._bad_loss[0] < 0  # updated in place: a step graph holds this tensor
+        self._bad_loss.copy_(torch.where(first & bad, torch.stack([step, loss.detach().float()]), self._bad_loss))
 
     def _check_loss(self) -> None:
         """Raise NonFiniteLossError if any process saw a non-finite loss (one host read; every process decides
@@ -405,11 +428,18 @@ class Trainer:
             step, value = min(bad)
             raise NonFiniteLossError(int(step), value)
 
-    def _optimizer_step(self) -> None:
+    def _clip_gradients(self) -> None:
         if self.gradient_clip_val:
             self.accelerator.clip_grad_norm_(self._model.parameters(), self.gradient_clip_val)
+
+    def _optimizer_step(self) -> None:
+        self._clip_gradients()
         self._call("on_before_optimizer_step", self.optimizer)
         self.optimizer.step()
+        self._after_step()
+
+    def _after_step(self) -> None:
+        """What follows an optimizer step, eager or replayed: the scheduler, the count, a row every few steps."""
         if self.lr_scheduler is not None and self.scheduler_interval == "step":
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
