@@ -167,6 +167,10 @@ def test_a_shape_is_captured_the_second_time_an_epoch_meets_it_and_replays_run_n
     # training_step ran for each eager step and twice per capture (the eager run, then the trace), never on replay
     assert run.model.calls == expected.count(False) + 2 * len(graphs.captures)
     assert graphs.summary().startswith(f"step graphs (trace): {len(twice)} shapes captured (")
+    # what replays write (the watch, logged values, epoch sums) carries no autograd history from step to step
+    written = [run.trainer._bad_loss, *graphs.fixed.values(),
+               *(e.total for e in run.trainer._results.epoch.values() if isinstance(e.total, torch.Tensor))]
+    assert len(written) >= 5 and all(t.grad_fn is None and not t.requires_grad for t in written)
 
 
 def test_a_non_finite_loss_in_a_replayed_step_stops_the_run_at_that_step(tmp_path, tiny_cola, tiny_tokenizer):

@@ -84,7 +84,14 @@ def _capture_trace(fn: Callable[[], None]) -> Callable[[], None]:
     from torch.fx.experimental.proxy_tensor import make_fx
 
     with mock.patch.object(torch.cuda, "is_current_stream_capturing", lambda: True):
-        return make_fx(fn, tracing_mode="real")()
+        graph = make_fx(fn, tracing_mode="real")()
+
+    def replay() -> None:
+        with torch.no_grad():  # the backward is in the graph: autograd must not record the replay (a CUDA graph's
+            graph()            # replay is one launch that autograd never sees)
+
+    replay.graph = graph
+    return replay
 
 
 def refusal(trainer) -> str | None:
