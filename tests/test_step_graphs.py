@@ -302,3 +302,66 @@ def test_train_refuses_cuda_graphs_on_without_a_gpu_in_one_line(tmp_path, tiny_c
                         "on", "--output-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert_one_line_error(result, "--cuda-graphs on needs a CUDA GPU, and none is visible")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+class FakeCuda:
+    """Stands in for torch.cuda's stream and graph API on a CPU, to run the "cuda" backend's own code: a graph
+    records the function captured under it, and its replay calls that function again (eagerly: what is checked is
+    the sequence around it, warm-up runs, the capture and putting back what they changed)."""
+
+    def __init__(self):
+        self.calls, self.capturing = [], None
+
+    def install(self, monkeypatch):
+        import contextlib
+
+        fake = self
+
+        class Stream:
+            def wait_stream(self, other):
+                fake.calls.append("wait")
+
+        class CUDAGraph:
+            def replay(self):
+                fake.calls.append("replay")
+                self.fn()
+
+        @contextlib.contextmanager
+        def graph(g, capture_error_mode="global"):
+            fake.calls.append(f"capture:{capture_error_mode}")
+            fake.capturing = g
+            yield
+            fake.capturing = None
+
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", CUDAGraph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        return fake
+
+
+def test_the_cuda_backend_warms_up_captures_and_puts_everything_back(monkeypatch, tmp_path, tiny_cola,
+                                                                     tiny_tokenizer):
+    fake = FakeCuda().install(monkeypatch)
+    original = step_graph._capture_cuda
+
+    def capture(fn, warmup=2):
+        def recorded():
+            if fake.capturing is not None:
+                fake.capturing.fn = fn
+            fn()
+        return original(recorded, warmup)
+
+    monkeypatch.setattr(step_graph, "_capture_cuda", capture)
+    eager = train(tmp_path / "eager", tiny_cola, tiny_tokenizer, dropout=0.1)
+    graphs = train(tmp_path / "cuda", tiny_cola, tiny_tokenizer, graphs="cuda", dropout=0.1)
+    captures = len(graphs.trainer.graphs.captures)
+    assert captures >= 1 and fake.calls.count("capture:thread_local") == captures
+    assert fake.calls.count("replay") == graphs.trainer.graphs.replays == sum(graphs.record.replayed) >= 10
+    # each capture: one eager run, two warm-up runs on the side stream, the captured run; then replays only
+    assert graphs.model.calls == graphs.record.replayed.count(False) + 4 * captures + graphs.trainer.graphs.replays
+    # the three extra runs a capture makes were undone: the same losses (dropout draws included) and weights
+    assert max(abs(a - b) for a, b in zip(eager.record.values, graphs.record.values)) < 1e-4
+    for (name, p), q in zip(eager.model.named_parameters(), graphs.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name

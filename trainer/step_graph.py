@@ -69,7 +69,8 @@ def _capture_cuda(fn: Callable[[], None], warmup: int = 2) -> Callable[[], None]
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # a pool of its own: graphs of other shapes never see its memory
+    # a pool of its own: graphs of other shapes never see its memory. thread_local: a logger's thread may use CUDA
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         fn()
     return graph.replay
 
@@ -245,6 +246,10 @@ class StepGraphs:
         if metrics:
             raise RuntimeError(f"graph steps cannot update a torchmetrics Metric in training_step ({metrics[0]}): "
                                "log a tensor, or train without step graphs")
+        elsewhere = [name for name in logged if results.epoch[name].total.device != self.step.device]
+        if elsewhere:  # a Python number logged: its sum would be on the CPU, which a graph does not replay
+            raise RuntimeError(f"graph steps need training_step to log tensors on {self.step.device}, not "
+                               f"{elsewhere[0]} (a Python number?); log a tensor, or train without step graphs")
         graph.step_values = {name: self._fix(f"step:{name}", value) for name, value in results.step.items()
                              if before.get(name) is not value}
         graph.output = ({k: self._fix(f"out:{k}", v) if isinstance(v, torch.Tensor) else v for k, v in out.items()}

@@ -13,6 +13,8 @@ runs `module.h(...)` and then `cb.h(trainer, module, ...)` for every object that
             call(on_train_epoch_start)
             for batch_idx, batch in train batches:
                 call(on_train_batch_start, batch, batch_idx)
+                step_graphs and a captured shape: one graph replays training_step, backward, clipping and
+                    optimizer.step (trainer/step_graph.py); then scheduler.step() and the rest as below
                 with accelerator.accumulate(module):
                     loss = module.training_step(batch, batch_idx)        # self.log: on_step by default
                     accelerator.backward(loss)
