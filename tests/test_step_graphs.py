@@ -338,6 +338,7 @@ class FakeCuda:
         monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
         monkeypatch.setattr(torch.cuda, "CUDAGraph", CUDAGraph)
         monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: fake.capturing is not None)
         return fake
 
 
@@ -354,8 +355,22 @@ def test_the_cuda_backend_warms_up_captures_and_puts_everything_back(monkeypatch
         return original(recorded, warmup)
 
     monkeypatch.setattr(step_graph, "_capture_cuda", capture)
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
     eager = train(tmp_path / "eager", tiny_cola, tiny_tokenizer, dropout=0.1)
-    graphs = train(tmp_path / "cuda", tiny_cola, tiny_tokenizer, graphs="cuda", dropout=0.1)
+    steps = []  # (capturing, every group capturable, every learning rate a tensor) at each optimizer step
+    hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: steps.append((
+        fake.capturing is not None, all(g["capturable"] for g in opt.param_groups),
+        all(isinstance(g["lr"], torch.Tensor) for g in opt.param_groups))))
+    try:
+        graphs = train(tmp_path / "cuda", tiny_cola, tiny_tokenizer, graphs="cuda", dropout=0.1)
+    finally:
+        hook.remove()
+    # capturable only under capture (torch warns when a capturable optimizer steps uncaptured); tensor learning
+    # rates in every run of the captured step; floats in eager steps
+    assert {(c, cap) for c, cap, _ in steps} == {(True, True), (False, False)}
+    assert sum(tensor_lr for _, _, tensor_lr in steps) == 4 * len(graphs.trainer.graphs.captures) + \
+        graphs.trainer.graphs.replays
     captures = len(graphs.trainer.graphs.captures)
     assert captures >= 1 and fake.calls.count("capture:thread_local") == captures
     assert fake.calls.count("replay") == graphs.trainer.graphs.replays == sum(graphs.record.replayed) >= 10

@@ -231,8 +231,10 @@ class StepGraphs:
         trainer.accelerator.backward(loss)
         trainer._clip_gradients()
         floats = [(group["lr"], group["capturable"]) for group in self.optimizer.param_groups]
+        # capturable while capturing only: torch warns when a capturable optimizer steps uncaptured (the eager run)
+        capturing = self.backend == "trace" or torch.cuda.is_current_stream_capturing()
         for group, lr in zip(self.optimizer.param_groups, self.lrs):
-            group["lr"], group["capturable"] = lr, True
+            group["lr"], group["capturable"] = lr, capturing or group["capturable"]
         try:
             trainer.optimizer.step()
         finally:
