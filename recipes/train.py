@@ -310,12 +310,14 @@ def step_graphs(args) -> str | None:
     work is refused before anything is written."""
     import torch
 
+    from trainer import step_graph
+
     mode = args.cuda_graphs
     if mode == "off" or not torch.cuda.is_available() and mode == "auto":
         return None
-    if mode == "auto":
-        return None if args.compile or args.accumulate_grad_batches > 1 or args.precision == "16" or \
-            int(os.environ.get("WORLD_SIZE", "1")) > 1 else "auto"
+    if mode == "auto":  # until the break-even is measured, the trainer is not even asked (eager, as before)
+        return None if step_graph.BREAK_EVEN_STEPS is None or args.compile or args.accumulate_grad_batches > 1 or \
+            args.precision == "16" or int(os.environ.get("WORLD_SIZE", "1")) > 1 else "auto"
     if not torch.cuda.is_available():
         raise cli.UsageError("--cuda-graphs on needs a CUDA GPU, and none is visible; leave the flag out on a CPU")
     if args.compile:

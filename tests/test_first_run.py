@@ -41,7 +41,7 @@ def test_a_fresh_copy_with_no_network_trains_the_readme_trial_and_writes_the_rec
     assert lines[0] == f"run folder: {folder}"
     (line,) = [line for line in lines if line.startswith("epoch ")]  # one validation, one line, in a pipe
     assert re.fullmatch(r"epoch 0, step 60: valid/mcc -?\d\.\d{4} \(best -?\d\.\d{4} at step 60\), valid/loss "
-                        r"\d\.\d{4}, train/loss \d\.\d{4}, \d+ s", line), line
+                        r"\d\.\d{4}, train/loss \d\.\d{4}, (\d+ min )?\d+ s", line), line
     assert len(line) < 120
     assert f"report: {folder / 'report.html'}" in lines
     hparams = yaml.safe_load((folder / "hparams.yaml").read_text())

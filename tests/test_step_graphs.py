@@ -260,26 +260,28 @@ def test_auto_captures_on_a_gpu_once_a_run_has_the_break_even_steps(monkeypatch,
     assert step_graph.resolve("trace", trainer) == "trace" and step_graph.resolve(None, trainer) is None
 
 
-@pytest.mark.parametrize("cuda, world_size, extra, expected", [
-    (True, None, [], "auto"),  # the trainer decides by steps (eager until the break-even is measured)
-    (True, None, ["--cuda-graphs", "on"], "cuda"),
-    (True, None, ["--cuda-graphs", "off"], None),
-    (False, None, [], None),  # never on a CPU
-    (True, "2", [], None),  # several processes: not verified, so eager
-    (True, None, ["--accumulate-grad-batches", "2"], None),
-    (True, None, ["--compile"], None),
-    (True, None, ["--precision", "16"], None),
+@pytest.mark.parametrize("cuda, world_size, extra, break_even, expected", [
+    (True, None, [], None, None),  # auto: not measured, so the trainer is not even asked (eager, as before)
+    (True, None, [], 300, "auto"),  # once measured, the trainer decides by the run's steps
+    (True, None, ["--cuda-graphs", "on"], None, "cuda"),
+    (True, None, ["--cuda-graphs", "off"], 300, None),
+    (False, None, [], 300, None),  # never on a CPU
+    (True, "2", [], 300, None),  # several processes: not verified, so eager
+    (True, None, ["--accumulate-grad-batches", "2"], 300, None),
+    (True, None, ["--compile"], 300, None),
+    (True, None, ["--precision", "16"], 300, None),
 ])
-def test_cuda_graphs_flag_chooses_what_the_trainer_gets(monkeypatch, cuda, world_size, extra, expected):
+def test_cuda_graphs_flag_chooses_what_the_trainer_gets(monkeypatch, cuda, world_size, extra, break_even, expected):
     from recipes import train as recipe
 
+    monkeypatch.setattr(step_graph, "BREAK_EVEN_STEPS", break_even)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     if world_size is None:
         monkeypatch.delenv("WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("WORLD_SIZE", world_size)
     assert recipe.step_graphs(recipe.build_parser().parse_args(extra)) == expected
-    assert recipe.graph_padding(expected) == (16 if expected == "cuda" else None)
+    assert recipe.graph_padding(expected) == (16 if expected in ("cuda", "auto") else None)
 
 
 @pytest.mark.parametrize("args, fragment", [
