@@ -1,4 +1,5 @@
-"""Resumable checkpoints: what must be saved for a killed run to continue bit for bit, and atomic folder writes.
+"""Resumable checkpoints: what must be saved for a killed run to continue bit for bit (`save_resumable`,
+`load_resumable`: `Trainer.save_state` and `fit(ckpt_path=...)`), and atomic folder writes.
 
 A checkpoint is a folder with `model.safetensors` (the module's weights) and `trainer_state.pt` (optimizer,
 scheduler, position in the epoch, RNG states, callback and logger state), read back with
@@ -12,6 +13,8 @@ import shutil
 
 import numpy as np
 import torch
+
+from tracking.files import first_line
 
 STATE_FILE = "trainer_state.pt"
 WEIGHTS_FILE = "model.safetensors"
@@ -91,3 +94,94 @@ def check_compatible(path: str, module: torch.nn.Module) -> None:
         more = f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""
         raise CheckpointError(f"{path}: its weights do not fit this model ({wrong[0]}{more}); resume with the run's "
                               "own --model")
+
+
+def save_resumable(trainer, path: str, batches_done: int, outputs: list) -> None:
+    """`Trainer.save_state`: write `trainer`'s resumable checkpoint to `path` (on the main process, atomically)."""
+    from accelerate.utils import gather_object
+    from safetensors.torch import save_model
+
+    trainer._check_loss()
+    # What differs from process to process (its RNG, its share of the epoch's sums); the main process's own also at
+    # the top level, as a one-process checkpoint has it
+    own = {"rng": rng_state(), "results": trainer._results.state_dict(), "outputs": outputs,
+           "bad_loss": trainer._bad_loss}
+    state = {
+        "global_step": trainer.global_step, "epoch": trainer.current_epoch, "batches_done": batches_done,
+        "optimizer": trainer.optimizer.state_dict(),
+        "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler is not None else None,
+        **own, "callback_metrics": dict(trainer.callback_metrics),
+        "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in trainer.callbacks],
+        "loggers": {backend.name: backend.state_dict() for backend in trainer.logger.backends()},
+    }
+    if trainer.accelerator.num_processes > 1:
+        state["processes"] = gather_object([own])
+    if trainer.is_main_process:
+        def write(tmp):
+            save_model(trainer._unwrapped(), os.path.join(tmp, WEIGHTS_FILE))
+            torch.save(state, os.path.join(tmp, STATE_FILE))
+
+        replace_dir(write, path)
+    trainer.accelerator.wait_for_everyone()
+    trainer.last_state_path, trainer.last_state_step = path, trainer.global_step
+
+
+def _read_resumable(path: str, module: torch.nn.Module) -> tuple[dict, bytes]:
+    """(trainer state, weights file bytes) of the resumable checkpoint `path`, read on the main process."""
+    try:
+        check_compatible(path, module)
+        with open(os.path.join(path, WEIGHTS_FILE), "rb") as f:
+            return load_state(path), f.read()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # truncated files, a damaged header
+        raise CheckpointError(f"{path}: cannot resume from it ({first_line(exc, limit=200)})") from exc
+
+
+def load_resumable(trainer, path: str) -> None:
+    """Continue `trainer` from the resumable checkpoint `path`. Only the main process reads it (with several
+    machines, the run folder is on the main one's disk); every process gets its contents over the process group."""
+    import tempfile
+
+    from accelerate.utils import send_to_device
+    from safetensors.torch import load_model
+
+    state, weights = trainer.on_main(lambda: _read_resumable(path, trainer._unwrapped()))
+    try:
+        with tempfile.NamedTemporaryFile(suffix=".safetensors") as copy:  # load_model reads a file: handles tied
+            copy.write(weights)                                          # weights as save_model wrote them
+            copy.flush()
+            device = trainer.accelerator.device  # "cpu:0" under a CPU process group: safetensors wants "cpu"
+            load_model(trainer._unwrapped(), copy.name, device="cpu" if device.type == "cpu" else str(device))
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        if trainer.lr_scheduler is not None and state["lr_scheduler"] is not None:
+            trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    except Exception as exc:  # an optimizer of another shape
+        raise CheckpointError(f"{path}: cannot resume from it ({first_line(exc, limit=200)})") from exc
+    trainer.last_state_path, trainer.last_state_step = path, state["global_step"]
+    trainer.global_step, trainer.current_epoch = state["global_step"], state["epoch"]
+    trainer.callback_metrics = dict(state["callback_metrics"])
+    processes = state.get("processes") or []  # this process's own part, when it was saved with as many processes
+    index, count = trainer.accelerator.process_index, trainer.accelerator.num_processes
+    own = processes[index] if len(processes) == count else state
+    device = trainer.accelerator.device  # the state was read onto the CPU; the epoch goes on where the model is
+    trainer._bad_loss = send_to_device(own["bad_loss"], device)
+    trainer._results.load_state_dict(send_to_device(own["results"], device))
+    for callback, callback_state in zip(trainer.callbacks, state["callbacks"]):
+        if callback_state is not None and hasattr(callback, "load_state_dict"):
+            callback.load_state_dict(callback_state)
+    for backend in trainer.logger.backends():  # by name: the loggers may change on resume (--logger csv,wandb)
+        backend.load_state_dict(state.get("loggers", {}).get(backend.name, {}))  # {}: it was not logging
+    trainer._resume = {"batches_done": state["batches_done"], "outputs": send_to_device(own["outputs"], device),
+                       "rng": own["rng"]}
+
+
+def restore_rng_after_first_batch(batches, rng: dict):
+    """Starting a DataLoader iterator draws from torch's global RNG; the interrupted run drew at the start of the
+    epoch, before its checkpoint. So restore the RNG states only once the new iterator has started."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    set_rng_state(rng)
+    if first is not None:
+        yield first
+        yield from iterator

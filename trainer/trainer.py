@@ -57,9 +57,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.callbacks import Callback
-from trainer.checkpoint import (STATE_FILE, WEIGHTS_FILE, CheckpointError, check_compatible, load_state, replace_dir,
-                                rng_state, set_rng_state)
-from tracking.files import first_line
+from trainer.checkpoint import (CheckpointError, load_resumable, replace_dir, restore_rng_after_first_batch,
+                                save_resumable)
 from trainer.module import TrainerModule
 from trainer.results import Results
 from trainer.step_graph import BACKENDS, StepGraphs, resolve
@@ -310,7 +309,7 @@ class Trainer:
         val_loader = self._prepare_eval(val_dataloader)
         self._configure_optimizers(math.ceil(len(train_loader) / self.accumulate_grad_batches))
         if ckpt_path is not None:
-            self._load_state(ckpt_path)
+            load_resumable(self, ckpt_path)
         backend = resolve(self.step_graphs, self)
         if backend and self.graphs is None:  # after the state is loaded: graphs hold its tensors
             self.graphs = StepGraphs(self, backend)
@@ -355,7 +354,7 @@ class Trainer:
                                   dynamic_ncols=True)
         batches = self.accelerator.skip_first_batches(loader, skip) if skip else loader
         if resume:
-            batches = self._restore_rng_after_first_batch(batches, resume["rng"])
+            batches = restore_rng_after_first_batch(batches, resume["rng"])
         done, keep = skip, self._keeps_outputs("training_epoch_end")
         for batch_idx, batch in enumerate(batches, start=skip):
             done, step_before = batch_idx + 1, self.global_step
@@ -512,35 +511,9 @@ class Trainer:
 
     def save_state(self, path: str, batches_done: int, outputs: list) -> None:
         """A resumable checkpoint taken after an optimizer step: weights, optimizer, scheduler, position in the
-        epoch, RNG states, `self.log` sums, callback and logger state (see `trainer/checkpoint.py`). Never after a
+        epoch, RNG states, `self.log` sums, callback and logger state (`trainer/checkpoint.py`). Never after a
         non-finite loss: the previous checkpoint stays the last good one."""
-        from safetensors.torch import save_model
-
-        from accelerate.utils import gather_object
-
-        self._check_loss()
-        # What differs from process to process (its RNG, its share of the epoch's sums); the main process's own also
-        # at the top level, as a one-process checkpoint has it
-        own = {"rng": rng_state(), "results": self._results.state_dict(), "outputs": outputs,
-               "bad_loss": self._bad_loss}
-        state = {
-            "global_step": self.global_step, "epoch": self.current_epoch, "batches_done": batches_done,
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-            **own, "callback_metrics": dict(self.callback_metrics),
-            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
-            "loggers": {backend.name: backend.state_dict() for backend in self.logger.backends()},
-        }
-        if self.accelerator.num_processes > 1:
-            state["processes"] = gather_object([own])
-        if self.is_main_process:
-            def write(tmp):
-                save_model(self._unwrapped(), os.path.join(tmp, WEIGHTS_FILE))
-                torch.save(state, os.path.join(tmp, STATE_FILE))
-
-            replace_dir(write, path)
-        self.accelerator.wait_for_everyone()
-        self.last_state_path, self.last_state_step = path, self.global_step
+        save_resumable(self, path, batches_done, outputs)
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
         """`fn()` on the main process only, its result on every process (sent over the process group): for files
@@ -559,61 +532,3 @@ class Trainer:
         if shared[1] is not None:
             raise CheckpointError(shared[1])
         return shared[0]
-
-    def _read_checkpoint(self, path: str) -> tuple[dict, bytes]:
-        """(trainer state, weights file bytes) of the resumable checkpoint `path`, read on the main process."""
-        try:
-            check_compatible(path, self._unwrapped())
-            with open(os.path.join(path, WEIGHTS_FILE), "rb") as f:
-                return load_state(path), f.read()
-        except CheckpointError:
-            raise
-        except Exception as exc:  # truncated files, a damaged header
-            raise CheckpointError(f"{path}: cannot resume from it ({first_line(exc, limit=200)})") from exc
-
-    def _load_state(self, path: str) -> None:
-        """Continue from the resumable checkpoint `path`. Only the main process reads it (with several machines,
-        the run folder is on the main one's disk); every process gets its contents over the process group."""
-        import tempfile
-
-        from accelerate.utils import send_to_device
-        from safetensors.torch import load_model
-
-        state, weights = self.on_main(lambda: self._read_checkpoint(path))
-        try:
-            with tempfile.NamedTemporaryFile(suffix=".safetensors") as copy:  # load_model reads a file: handles
-                copy.write(weights)                                          # tied weights as save_model wrote them
-                copy.flush()
-                device = self.accelerator.device  # "cpu:0" under a CPU process group: safetensors wants "cpu"
-                load_model(self._unwrapped(), copy.name, device="cpu" if device.type == "cpu" else str(device))
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
-                self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        except Exception as exc:  # an optimizer of another shape
-            raise CheckpointError(f"{path}: cannot resume from it ({first_line(exc, limit=200)})") from exc
-        self.last_state_path, self.last_state_step = path, state["global_step"]
-        self.global_step, self.current_epoch = state["global_step"], state["epoch"]
-        self.callback_metrics = dict(state["callback_metrics"])
-        processes = state.get("processes") or []  # this process's own part, when it was saved with as many processes
-        own = processes[self.accelerator.process_index] if len(processes) == self.accelerator.num_processes else state
-        device = self.accelerator.device  # the state was read onto the CPU; the epoch goes on where the model is
-        self._bad_loss = send_to_device(own["bad_loss"], device)
-        self._results.load_state_dict(send_to_device(own["results"], device))
-        for callback, callback_state in zip(self.callbacks, state["callbacks"]):
-            if callback_state is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(callback_state)
-        for backend in self.logger.backends():  # by name: the loggers may change on resume (--logger csv,wandb)
-            backend.load_state_dict(state.get("loggers", {}).get(backend.name, {}))  # {}: it was not logging
-        self._resume = {"batches_done": state["batches_done"], "outputs": send_to_device(own["outputs"], device),
-                        "rng": own["rng"]}
-
-    @staticmethod
-    def _restore_rng_after_first_batch(batches, rng):
-        """Starting a DataLoader iterator draws from torch's global RNG; the interrupted run drew at the start of
-        the epoch, before its checkpoint. So restore the RNG states only once the new iterator has started."""
-        iterator = iter(batches)
-        first = next(iterator, None)
-        set_rng_state(rng)
-        if first is not None:
-            yield first
-            yield from iterator
