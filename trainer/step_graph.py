@@ -101,7 +101,7 @@ def refusal(trainer) -> str | None:
     from trainer.module import TrainerModule
 
     if trainer.accumulate_grad_batches > 1:
-        return "graph steps need --accumulate-grad-batches 1 (a replay would overwrite gradients being accumulated)"
+        return "graph steps need accumulate_grad_batches=1 (a replay would overwrite gradients being accumulated)"
     if trainer.accelerator.num_processes > 1:
         return "graph steps run in one process only (not verified with DistributedDataParallel)"
     if trainer.accelerator.scaler is not None:
@@ -206,8 +206,8 @@ class StepGraphs:
             shape = "x".join(map(str, batch["input_ids"].shape)) if "input_ids" in batch else "a batch"
             raise RuntimeError(
                 f"capturing the training step of {shape} failed ({first_line(exc, limit=160)}): the step must not "
-                "read a value back to the host (.item(), float(), a Python `if` on a tensor); train without step "
-                "graphs (--cuda-graphs off)") from exc
+                "read a value back to the host (.item(), float(), a Python `if` on a tensor); move that out of "
+                "training_step, or train without step graphs") from exc
         finally:
             self._restore(saved)
         self.graphs[key] = graph
