@@ -17,6 +17,7 @@
 #   4 predict   benchmarks/predict_speed.py: 10,000 sentences with predict.py --device cuda, then --device cpu
 #   5 bf16g3    the default run with --precision bf16 --cuda-graphs on (issue #24: bf16 no slower than fp32?)
 #   6 overhead  benchmarks/host_overhead.py: tiny BERT, this trainer against a bare loop, plus graphs
+#   7 profile   benchmarks/profile_step.py, eager fp32 then bf16: where bf16's extra time goes (profile_*.txt)
 # The summary adds the break-even: capture seconds / (eager - graph step time), the steps from which
 # --cuda-graphs auto should capture (trainer/step_graph.py BREAK_EVEN_STEPS; the default run has 804 steps).
 # Results go to $OUT (summary.md, results.json, log.txt, the benchmarks' JSON, the runs' metrics.csv); the summary
@@ -104,11 +105,11 @@ PY
 
 if [[ "$QUICK" == 1 ]]; then
   RUN3=(--max-steps 3 --limit-val-batches 2); PERSTEP=(--steps 4 --warmup 1 --repeats 1)
-  OVER=(--steps 5 --warmup 2 --repeats 1); SENTENCES=200
+  OVER=(--steps 5 --warmup 2 --repeats 1); SENTENCES=200; PROFILE=(--warmup 2 --steps 2)
 else
   REPEATS=${GPU_CHECK_REPEATS:-1}
   RUN3=(); PERSTEP=(--steps 120 --warmup 20 --repeats "$REPEATS"); OVER=(--steps 200 --warmup 20 --repeats "$REPEATS")
-  SENTENCES=10000
+  SENTENCES=10000; PROFILE=(--warmup 20 --steps 10)
 fi
 PIPELINES=${GPU_CHECK_PIPELINES:-csv,bare_loop}
 VARIANTS=${GPU_CHECK_VARIANTS:-graphs,csv_bf16,graphs_bf16}
@@ -128,6 +129,8 @@ step predict 70 bash -c "'$PY' benchmarks/predict_speed.py --data-dir '$COLA_DIR
 step bf16g3 70 "${TRAIN[@]}" --run-name bf16g --precision bf16 --cuda-graphs on
 step overhead 60 "$PY" benchmarks/host_overhead.py --data-dir "$COLA_DIR" --tokenizer "$MINILM_DIR" --batch-size 32 \
   "${OVER[@]}" --variants "$OVER_VARIANTS" --json "$OUT/host_overhead.json"
+step profile 60 bash -c "for p in 32 bf16; do '$PY' benchmarks/profile_step.py --data-dir '$COLA_DIR' --precision \$p \
+  ${PROFILE[*]} > '$OUT/profile_'\$p.txt 2>&1; grep '^precision' '$OUT/profile_'\$p.txt; done"
 
 for run in eager graphs bf16g; do
   cp "$WORK/runs/$run/metrics.csv" "$OUT/${run}_metrics.csv" 2>/dev/null
@@ -227,6 +230,13 @@ if ho:
     for name, row in ho.items():
         ratio = f", {row['x_bare']:.3f}x bare" if "x_bare" in row else ""
         rows.append((f"host overhead, tiny BERT batch 32: {name}", f"{row['step_ms']:.3f} ms{ratio}"))
+for precision in ("32", "bf16"):  # "precision bf16, cuda: 1234 aten calls a step ...", profile_step.py's first line
+    found = re.findall(r"^precision \S+, (\w+): (\d+) aten calls a step", open(os.path.join(out, f"profile_{precision}.txt")).read(),
+                       re.M) if os.path.isfile(os.path.join(out, f"profile_{precision}.txt")) else []
+    if found:
+        results[f"aten_calls_per_step_{precision}"] = int(found[0][1])
+        rows.append((f"eager step, {precision}: aten calls (profile_{precision}.txt has the top operators)",
+                     f"{found[0][1]} on {found[0][0]}"))
 for name, s in steps.items():
     rows.append((f"step {name}", f"exit {s['exit']}, {s['seconds']} s"))
 json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)

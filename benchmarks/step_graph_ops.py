@@ -20,7 +20,7 @@ import time
 from _common import minilm_path
 
 
-def run(data_dir: str, graphs: str | None, steps: int, batch_size: int) -> dict:
+def run(data_dir: str, graphs: str | None, steps: int, batch_size: int, precision: str = "32") -> dict:
     import torch
 
     from data import TextClassificationDataModule
@@ -45,7 +45,8 @@ def run(data_dir: str, graphs: str | None, steps: int, batch_size: int) -> dict:
                                       cache_dir=None, pad_to_multiple_of=16).setup()
     clock = Clock()
     trainer = Trainer(max_steps=steps, log_every_n_steps=10, gradient_clip_val=1.0, enable_progress_bar=False,
-                      callbacks=[clock], step_graphs=graphs, default_root_dir="/tmp/step-graph-ops")
+                      callbacks=[clock], step_graphs=graphs, precision=precision,
+                      default_root_dir="/tmp/step-graph-ops")
     trainer.fit(model, dm.train_dataloader())
     result = {"threads": torch.get_num_threads()}
     if graphs:
@@ -67,9 +68,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="data/cola")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default="32", help="32 or bf16 (autocast: its casts are operations too)")
     args = p.parse_args(argv)
-    results = {"eager": run(args.data_dir, None, args.steps, args.batch_size),
-               "trace": run(args.data_dir, "trace", args.steps, args.batch_size)}
+    results = {"eager": run(args.data_dir, None, args.steps, args.batch_size, args.precision),
+               "trace": run(args.data_dir, "trace", args.steps, args.batch_size, args.precision)}
     json.dump(results, sys.stdout, indent=1)
     print()
     return 0
