@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 
 from _common import minilm_path
 
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
     dm = TextClassificationDataModule(model.tokenizer, data_dir=args.data_dir, batch_size=32, seed=42, cache_dir=None,
                                       pad_to_multiple_of=16).setup()
     trainer = Trainer(max_steps=args.warmup + args.steps, gradient_clip_val=1.0, enable_progress_bar=False,
-                      precision=args.precision, callbacks=[Profile()], default_root_dir="/tmp/profile-step")
+                      precision=args.precision, callbacks=[Profile()],
+                      default_root_dir=tempfile.mkdtemp(prefix="profile-step-"))
     trainer.fit(model, dm.train_dataloader())
     return 0
 

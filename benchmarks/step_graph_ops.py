@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 
 from _common import minilm_path
@@ -46,7 +47,7 @@ def run(data_dir: str, graphs: str | None, steps: int, batch_size: int, precisio
     clock = Clock()
     trainer = Trainer(max_steps=steps, log_every_n_steps=10, gradient_clip_val=1.0, enable_progress_bar=False,
                       callbacks=[clock], step_graphs=graphs, precision=precision,
-                      default_root_dir="/tmp/step-graph-ops")
+                      default_root_dir=tempfile.mkdtemp(prefix="step-graph-ops-"))
     trainer.fit(model, dm.train_dataloader())
     result = {"threads": torch.get_num_threads()}
     if graphs:

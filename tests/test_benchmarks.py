@@ -88,3 +88,25 @@ def test_host_sync_check_needs_a_gpu_and_says_so(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "host_syncs.py")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip() == "error: no CUDA device; this check needs a GPU"
+
+
+def test_step_graph_ops_and_profile_step_run_and_report(tmp_path, tiny_tokenizer, tiny_cola):
+    """The two scripts issue #24's figures come from, on a tiny BERT: what a captured step holds, and a profile."""
+    model = save_tiny_model(tmp_path / "model", tiny_tokenizer)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "MINILM_DIR": str(model)}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_graph_ops.py"), "--data-dir",
+                             str(tiny_cola), "--steps", "8", "--batch-size", "5"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    trace = data["trace"]
+    assert trace["captures"] and all(shape[0] == 5 for shape in trace["captures"])
+    assert len(trace["ops_per_step"]) == len(trace["captures"]) and min(trace["ops_per_step"]) > 100
+    assert 0 < trace["replays"] < 8 and trace["replay_step_ms"] > 0 and data["eager"]["eager_step_ms"] > 0
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--data-dir",
+                             str(tiny_cola), "--warmup", "2", "--steps", "2", "--rows", "5"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = next(line for line in result.stdout.splitlines() if line.startswith("precision "))
+    calls = int(first.split(": ")[1].split()[0])
+    assert first.startswith("precision 32, cpu: ") and calls > 100 and "aten::" in result.stdout
