@@ -69,12 +69,6 @@ class TextClassificationDataModule:
 
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
-    def train_shapes(self) -> list[int]:
-        """The padded lengths that training batches take: one per bucket with `pad_to_multiple_of`."""
-        lengths = self._lengths("train")
-        m = self.pad_to_multiple_of or 1
-        return sorted({-(-n // m) * m for n in lengths})
-
     def _lengths(self, split: str) -> list[int]:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
 
